@@ -1,0 +1,249 @@
+"""Typed config schema, loading (YAML + dotted overrides) and validation with clear errors."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ssl_syre.errors import UserError, suggest
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+@dataclass
+class BackboneConfig:
+    """Any timm model name; the classifier is removed (num_classes=0)."""
+
+    name: str = "resnet18"
+    # 3x3 stride-1 first conv and no max-pool on ResNets: the recipe for 32x32 images
+    # (a 7x7 stem with max-pool caps SimCLR near 0.76 kNN on CIFAR-10, lightly #1419).
+    small_image_stem: bool = False
+    # Extra keyword arguments for timm.create_model (drop_path_rate, img_size, ...).
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Which data set, where it lives, and how it is batched and augmented."""
+
+    name: str = "fashion_mnist"
+    root: str | None = None  # None: the data set's default location (see README)
+    download: bool = True  # torchvision data sets only; fails with a clear error offline
+    image_size: int | None = None  # None: the data set's native size
+    batch_size: int = 256  # per process; the global batch is batch_size x devices x nodes
+    num_workers: int = 2
+    train_subset: int | None = None  # use a seeded random subset of the training split
+    test_subset: int | None = None
+    # Augmentation strength (lightly's transforms); None keeps the method's default.
+    min_scale: float | None = None
+    cj_strength: float | None = None
+    # imagefolder only: sub-folders are classes when True, else every image is unlabelled.
+    labelled: bool = True
+    test_root: str | None = None  # imagefolder only: a separate labelled folder to evaluate on
+
+
+@dataclass
+class OptimizerConfig:
+    """SGD/LARS/AdamW with a cosine schedule, as in lightly's benchmarks."""
+
+    name: str = "sgd"
+    lr: float = 0.06  # base learning rate for a global batch of 128 when scale_lr is true
+    scale_lr: bool = True  # lr x global_batch / 128 (lightly's 0.06 * bs / 128 recipe)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 0
+    scheduler: str = "cosine"  # cosine | constant
+
+
+@dataclass
+class SyReConfig:
+    """SyRe (Ziyin, Xu & Chuang, ICLR 2025): weight decay toward a fixed random anchor."""
+
+    enabled: bool = True
+    weight_decay: float | None = None  # None: optimizer.weight_decay (a fair on/off ablation)
+    sigma0: float = 0.01  # anchor std is sigma0 / sqrt(fan_in)
+    d_eps: float = 0.0  # > 0: advanced removal, D ~ U[1 - d_eps, 1 + d_eps]
+    seed: int | None = None  # None: the run's seed
+    mode: str = "decoupled"  # decoupled (like AdamW) | coupled (added to the gradient)
+    include_1d: bool = False  # also cover biases and norm weights
+    parts: list[str] = field(
+        default_factory=lambda: ["backbone", "projection_head", "prediction_head"]
+    )
+
+
+@dataclass
+class EvalConfig:
+    """Offline evaluation at the end of a run and online kNN during training."""
+
+    knn_k: list[int] = field(default_factory=lambda: [200, 20])
+    knn_t: float = 0.1
+    online_every_n_epochs: int = 1  # 0 disables the online kNN
+    online_train_subset: int = 10000  # memory bank size for the online kNN
+    online_test_subset: int = 2000  # test images the online kNN classifies
+    linear_probe: bool = True
+    linear_epochs: int = 100
+    projector: bool = True  # also evaluate projector outputs (collapse shows there first)
+    batch_size: int = 512
+    raw_pixel_baseline: bool = True
+
+
+@dataclass
+class Config:
+    """The whole run. Keys under `trainer` go straight to lightning's Trainer."""
+
+    method: str = "simclr"
+    method_kwargs: dict[str, Any] = field(default_factory=dict)  # checked by the method
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    syre: SyReConfig = field(default_factory=SyReConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    trainer: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 10})
+    seed: int = 0
+    output_dir: str = "runs"
+    run_name: str | None = None  # None: <method>_<data>_<timestamp>
+    resume: str | None = None  # a run directory to continue
+    export: bool = True
+
+
+def _format_omegaconf_error(error: OmegaConfBaseException, schema: DictConfig) -> str:
+    """Turn an OmegaConf error into one line naming the key and, if possible, the fix."""
+    key = getattr(error, "full_key", None) or ""
+    message = getattr(error, "msg", None) or str(error).splitlines()[0]
+    if "not in" in message or "Key '" in message and "not" in message:
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(schema, parent_key) if parent_key else schema
+        choices = list(parent.keys()) if isinstance(parent, DictConfig) else []
+        return f"unknown config key '{key}'{suggest(leaf, choices)}; valid keys here: {', '.join(map(str, choices))}"
+    if key:
+        return f"bad value for config key '{key}': {message.splitlines()[0]}"
+    return message.splitlines()[0]
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        hint = "" if path.suffix in (".yaml", ".yml") else " (a config file ends in .yaml)"
+        raise UserError(f"config file '{path}' does not exist{hint}; see configs/ for examples")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"config file '{path}' is not valid YAML{where}; fix the syntax") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file '{path}' is not a text YAML file") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise UserError(f"config file '{path}' must hold a mapping of keys (key: value), not {type(loaded).__name__}")
+    return OmegaConf.create(loaded)
+
+
+def _parse_overrides(overrides: list[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise UserError(f"cannot read argument '{item}': overrides look like dotted.key=value")
+    try:
+        return OmegaConf.from_dotlist(overrides)
+    except OmegaConfBaseException as error:
+        raise UserError(f"cannot read overrides: {str(error).splitlines()[0]}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
+    """Merge schema defaults, a YAML file and dotted overrides; validate; return a DictConfig.
+
+    Raises:
+        UserError: the file is missing or not YAML, a key is unknown, a value has the wrong
+            type, or a name (method, backbone, data set, trainer argument) is unknown.
+    """
+    schema = OmegaConf.structured(Config)
+    layers = []
+    if path is not None:
+        layers.append(_read_yaml(Path(path)))
+    layers.append(_parse_overrides(list(overrides or [])))
+    try:
+        cfg = OmegaConf.merge(schema, *layers)
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as error:
+        raise UserError(_format_omegaconf_error(error, schema)) from None
+    # Merging '???' over a default keeps the default, so look for it in the file itself.
+    missing = sorted(
+        key
+        for layer in layers[:-1]
+        for key in OmegaConf.missing_keys(layer)
+        if OmegaConf.select(layers[-1], key, default=None) is None
+    )
+    if missing:
+        raise UserError(f"config key '{missing[0]}' needs a value; add {missing[0]}=VALUE")
+    validate(cfg)
+    return cfg
+
+
+def _check_choice(key: str, value: str, choices: list[str]) -> None:
+    if value not in choices:
+        raise UserError(
+            f"unknown {key} '{value}'{suggest(value, choices)}; choose one of: {', '.join(sorted(choices))}"
+        )
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check names and ranges that the schema's types cannot express."""
+    # Imported here: the registries import torch, timm and lightning, which the schema does not need.
+    import timm
+    from lightning.pytorch import Trainer
+
+    from ssl_syre.data import DATASETS
+    from ssl_syre.methods import METHODS
+
+    _check_choice("method", cfg.method, list(METHODS))
+    _check_choice("data.name", cfg.data.name, list(DATASETS))
+    _check_choice("optimizer.name", cfg.optimizer.name, ["sgd", "lars", "adamw"])
+    _check_choice("optimizer.scheduler", cfg.optimizer.scheduler, ["cosine", "constant"])
+    _check_choice("syre.mode", cfg.syre.mode, ["decoupled", "coupled"])
+    for part in cfg.syre.parts:
+        _check_choice("syre.parts entry", part, ["backbone", "projection_head", "prediction_head"])
+    if not timm.is_model(cfg.backbone.name):
+        names = timm.list_models()
+        raise UserError(
+            f"unknown backbone.name '{cfg.backbone.name}'{suggest(cfg.backbone.name, names)}; "
+            "any name from timm.list_models() works"
+        )
+    trainer_args = set(inspect.signature(Trainer.__init__).parameters) - {"self"}
+    for key in cfg.trainer:
+        if key not in trainer_args:
+            raise UserError(
+                f"unknown config key 'trainer.{key}'{suggest(str(key), trainer_args)}; "
+                "keys under trainer go to lightning.pytorch.Trainer"
+            )
+    for key in ("logger", "callbacks", "default_root_dir", "enable_checkpointing"):
+        if key in cfg.trainer:
+            raise UserError(f"'trainer.{key}' is set by ssl_syre itself; remove it from the config")
+    positive = {
+        "data.batch_size": cfg.data.batch_size,
+        "optimizer.lr": cfg.optimizer.lr,
+        "eval.knn_t": cfg.eval.knn_t,
+        "eval.batch_size": cfg.eval.batch_size,
+    }
+    for key, value in positive.items():
+        if not value > 0:
+            raise UserError(f"config key '{key}' must be > 0, got {value}")
+    for key in ("optimizer.weight_decay", "syre.sigma0", "data.num_workers"):
+        if OmegaConf.select(cfg, key) < 0:
+            raise UserError(f"config key '{key}' must be >= 0, got {OmegaConf.select(cfg, key)}")
+    if cfg.syre.weight_decay is not None and cfg.syre.weight_decay < 0:
+        raise UserError(f"config key 'syre.weight_decay' must be >= 0, got {cfg.syre.weight_decay}")
+    if not 0 <= cfg.syre.d_eps < 1:
+        raise UserError(f"config key 'syre.d_eps' must be in [0, 1), got {cfg.syre.d_eps}")
+    if any(k <= 0 for k in cfg.eval.knn_k):
+        raise UserError(f"config key 'eval.knn_k' must hold positive integers, got {list(cfg.eval.knn_k)}")
+    METHODS[cfg.method].check_kwargs(cfg.method_kwargs)
+
+
+def to_yaml(cfg: DictConfig | ListConfig) -> str:
+    return OmegaConf.to_yaml(cfg)

@@ -1,0 +1,77 @@
+"""Feature extraction from frozen models: eval mode (BN frozen), no gradients, once per run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+
+@dataclass
+class Features:
+    """Cached embeddings of one split: `by_kind` maps 'backbone'/'projector'/... to N x D."""
+
+    labels: Tensor
+    by_kind: dict[str, Tensor] = field(default_factory=dict)
+
+
+def eval_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        persistent_workers=False,
+        drop_last=False,
+    )
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module,
+    loader: DataLoader,
+    projector: Callable[[Tensor], Tensor] | None = None,
+    device: torch.device | str | None = None,
+    progress: str | None = None,
+) -> Features:
+    """Embed every image of `loader` with the backbone (and the projector on top, if given).
+
+    Modules are put in eval mode so that BatchNorm uses its running statistics, not the
+    statistics of the evaluation batch (lightly #1440), and restored afterwards.
+    """
+    modules = [m for m in (backbone, projector) if isinstance(m, nn.Module)]
+    modes = [m.training for m in modules]
+    for module in modules:
+        module.eval()
+    device = torch.device(device) if device is not None else next(backbone.parameters()).device
+    outputs: dict[str, list[Tensor]] = {"backbone": []}
+    if projector is not None:
+        outputs["projector"] = []
+    labels: list[Tensor] = []
+    try:
+        iterator = tqdm(loader, desc=progress, leave=False) if progress else loader
+        for images, targets in iterator:
+            features = backbone(images.to(device, non_blocking=True)).flatten(1)
+            outputs["backbone"].append(features.float().cpu())
+            if projector is not None:
+                outputs["projector"].append(projector(features).float().cpu())
+            labels.append(torch.as_tensor(targets).cpu())
+    finally:
+        for module, mode in zip(modules, modes, strict=True):
+            module.train(mode)
+    return Features(
+        labels=torch.cat(labels), by_kind={k: torch.cat(v) for k, v in outputs.items()}
+    )
+
+
+def raw_pixels(loader: DataLoader) -> Features:
+    """Flattened pixels as features: the baseline a learned representation must beat."""
+    images, labels = [], []
+    for batch, targets in loader:
+        images.append(batch.flatten(1).float())
+        labels.append(torch.as_tensor(targets))
+    return Features(labels=torch.cat(labels), by_kind={"raw_pixels": torch.cat(images)})

@@ -1,0 +1,204 @@
+"""Base LightningModule for SSL methods: backbone, optimizer, schedule, SyRe and logging.
+
+A method subclass adds only its heads, its loss and its transform (as solo-learn's methods do),
+so a new method is one new file registered in `ssl_syre.methods.METHODS`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import lightning.pytorch as pl
+import torch
+from lightly.utils.lars import LARS
+from lightly.utils.scheduler import CosineWarmupScheduler
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torch import Tensor, nn
+
+from ssl_syre.backbones import backbone_kwargs_for_size, create_backbone
+from ssl_syre.data import DataInfo
+from ssl_syre.errors import UserError, suggest
+from ssl_syre.syre import SyRe, syre_param_groups
+
+# Module attribute names of the parts SyRe may cover (config key syre.parts).
+PARTS = ("backbone", "projection_head", "prediction_head")
+
+
+class NonFiniteLossError(UserError):
+    """The training loss became NaN or infinite."""
+
+
+class SSLMethod(pl.LightningModule):
+    """Common machinery of all methods.
+
+    Subclasses set `name` and `Kwargs` (a dataclass of method settings, config key
+    `method_kwargs`) and implement `build_heads`, `training_loss`, `project` and
+    `build_transform`.
+    """
+
+    name: ClassVar[str]
+    Kwargs: ClassVar[type]
+
+    def __init__(self, cfg: DictConfig | dict[str, Any], info: DataInfo | dict[str, Any]) -> None:
+        super().__init__()
+        cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
+        info = DataInfo(**info) if isinstance(info, dict) else info
+        # Plain containers only: checkpoints then load with torch.load(weights_only=True).
+        self.save_hyperparameters(
+            {"cfg": OmegaConf.to_container(cfg, resolve=True), "info": info.__dict__}
+        )
+        self.cfg = cfg
+        self.info = info
+        self.kwargs = self.check_kwargs(cfg.method_kwargs)
+        backbone_kwargs = {
+            **backbone_kwargs_for_size(cfg.backbone.name, info.image_size),
+            **cfg.backbone.kwargs,
+        }
+        self.backbone = create_backbone(
+            cfg.backbone.name,
+            in_chans=info.in_chans,
+            small_image_stem=cfg.backbone.small_image_stem,
+            **backbone_kwargs,
+        )
+        self.backbone_kwargs = backbone_kwargs
+        self.feature_dim = int(self.backbone.num_features)
+        self.build_heads(self.feature_dim)
+        self.syre = self._build_syre() if cfg.syre.enabled else None
+
+    # ----- what a method provides -------------------------------------------------------------
+    @classmethod
+    def check_kwargs(cls, kwargs: Any) -> Any:
+        """Validate `method_kwargs` against the method's `Kwargs` dataclass."""
+        schema = OmegaConf.structured(cls.Kwargs)
+        try:
+            merged = OmegaConf.merge(schema, kwargs or {})
+        except OmegaConfBaseException as error:
+            key = getattr(error, "full_key", "") or ""
+            valid = list(schema.keys())
+            if key in valid:
+                raise UserError(
+                    f"bad value for 'method_kwargs.{key}' of {cls.name}: {str(error).splitlines()[0]}"
+                ) from None
+            raise UserError(
+                f"unknown key 'method_kwargs.{key}' for method {cls.name}{suggest(key, valid)}; "
+                f"valid keys: {', '.join(valid)}"
+            ) from None
+        return OmegaConf.to_object(merged)
+
+    def build_heads(self, feature_dim: int) -> None:
+        raise NotImplementedError
+
+    def training_loss(self, views: Sequence[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def project(self, features: Tensor) -> Tensor:
+        """Projector output for backbone features (what collapse metrics look at)."""
+        return self.projection_head(features)
+
+    @classmethod
+    def build_transform(cls, info: DataInfo, data_cfg: DictConfig) -> Callable[[Any], list[Tensor]]:
+        raise NotImplementedError
+
+    # ----- shared machinery --------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backbone(x)
+
+    def trainable_parts(self) -> dict[str, nn.Module]:
+        return {part: getattr(self, part) for part in PARTS if hasattr(self, part)}
+
+    def _build_syre(self) -> SyRe:
+        parts = self.trainable_parts()
+        named = [
+            (f"{part}.{name}", param)
+            for part, module in parts.items()
+            if part in self.cfg.syre.parts
+            for name, param in module.named_parameters()
+        ]
+        syre_cfg = self.cfg.syre
+        weight_decay = (
+            self.cfg.optimizer.weight_decay
+            if syre_cfg.weight_decay is None
+            else syre_cfg.weight_decay
+        )
+        return SyRe(
+            self,
+            weight_decay=weight_decay,
+            sigma0=syre_cfg.sigma0,
+            d_eps=syre_cfg.d_eps,
+            seed=self.cfg.seed if syre_cfg.seed is None else syre_cfg.seed,
+            mode=syre_cfg.mode,
+            include_1d=syre_cfg.include_1d,
+            parameters=named,
+        )
+
+    def global_batch_size(self) -> int:
+        world = self.trainer.world_size if self._trainer is not None else 1
+        return int(self.cfg.data.batch_size) * int(world)
+
+    def learning_rate(self) -> float:
+        opt = self.cfg.optimizer
+        scale = self.global_batch_size() / 128 if opt.scale_lr else 1.0
+        return float(opt.lr) * scale
+
+    def configure_optimizers(self) -> Any:
+        opt = self.cfg.optimizer
+        named = [
+            (f"{part}.{name}", param)
+            for part, module in self.trainable_parts().items()
+            for name, param in module.named_parameters()
+            if param.requires_grad
+        ]
+        groups = syre_param_groups(named, self.syre, float(opt.weight_decay))
+        lr = self.learning_rate()
+        if opt.name == "sgd":
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=opt.momentum)
+        elif opt.name == "lars":
+            optimizer = LARS(groups, lr=lr, momentum=opt.momentum)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=lr)
+        if self.syre is not None:
+            self.syre.attach(optimizer)
+        if opt.scheduler == "constant":
+            return optimizer
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        max_epochs = max(1, int(self.trainer.max_epochs or 1))
+        steps_per_epoch = max(1, math.ceil(total_steps / max_epochs))
+        scheduler = CosineWarmupScheduler(
+            optimizer,
+            warmup_epochs=int(opt.warmup_epochs) * steps_per_epoch,
+            max_epochs=total_steps,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        views = batch[0]
+        loss = self.training_loss(views)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss became {loss.item()} at step {self.global_step} "
+                f"(epoch {self.current_epoch}); the last good checkpoint is kept; lower "
+                "optimizer.lr or add optimizer.warmup_epochs, then resume=<run dir>"
+            )
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=False)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self.syre is not None:
+            prefixes = {part: f"{part}." for part in self.trainable_parts()}
+            for part, distance in self.syre.distance_to_anchor(prefixes).items():
+                self.log(f"syre/distance_to_anchor/{part}", distance)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.syre is not None:
+            checkpoint["syre"] = self.syre.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.syre is not None and "syre" in checkpoint:
+            try:
+                self.syre.load_state_dict(checkpoint["syre"])
+            except ValueError as error:
+                raise UserError(f"checkpoint's SyRe state does not fit this run: {error}") from None

@@ -1,0 +1,55 @@
+"""SimCLR from lightly's projection head, NT-Xent loss and transform.
+
+- [0] SimCLR, 2020, https://arxiv.org/abs/2002.05709
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lightly.loss import NTXentLoss
+from lightly.models.modules import SimCLRProjectionHead
+from lightly.transforms import SimCLRTransform
+from omegaconf import DictConfig
+from torch import Tensor
+
+from ssl_syre.data import DataInfo, ssl_transform_kwargs
+from ssl_syre.methods.base import SSLMethod
+
+
+@dataclass
+class SimCLRKwargs:
+    projection_hidden_dim: int = 2048
+    projection_output_dim: int = 128
+    projection_layers: int = 2
+    temperature: float = 0.5
+    # Negatives from all processes under DDP (lightly gathers them with gradients).
+    gather_distributed: bool = True
+
+
+class SimCLR(SSLMethod):
+    """Contrastive learning: two views of an image attract, all other images repel [0]."""
+
+    name = "simclr"
+    Kwargs = SimCLRKwargs
+
+    def build_heads(self, feature_dim: int) -> None:
+        self.projection_head = SimCLRProjectionHead(
+            feature_dim,
+            self.kwargs.projection_hidden_dim,
+            self.kwargs.projection_output_dim,
+            num_layers=self.kwargs.projection_layers,
+        )
+        self.criterion = NTXentLoss(
+            temperature=self.kwargs.temperature,
+            gather_distributed=self.kwargs.gather_distributed,
+        )
+
+    def training_loss(self, views: Sequence[Tensor]) -> Tensor:
+        z0, z1 = (self.projection_head(self.backbone(view)) for view in views[:2])
+        return self.criterion(z0, z1)
+
+    @classmethod
+    def build_transform(cls, info: DataInfo, data_cfg: DictConfig) -> SimCLRTransform:
+        return SimCLRTransform(**ssl_transform_kwargs(info, data_cfg))

@@ -1,0 +1,52 @@
+"""SimSiam from lightly's heads, negative cosine similarity and transform.
+
+- [0] SimSiam, 2021, https://arxiv.org/abs/2011.10566
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lightly.loss import NegativeCosineSimilarity
+from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
+from lightly.transforms import SimSiamTransform
+from omegaconf import DictConfig
+from torch import Tensor
+
+from ssl_syre.data import DataInfo, ssl_transform_kwargs
+from ssl_syre.methods.base import SSLMethod
+
+
+@dataclass
+class SimSiamKwargs:
+    projection_hidden_dim: int = 2048
+    projection_output_dim: int = 2048
+    prediction_hidden_dim: int = 512
+
+
+class SimSiam(SSLMethod):
+    """A predictor on one branch and a stop-gradient on the other, no negatives [0].
+
+    Known to be fragile with small batches and weak augmentations (lightly #134).
+    """
+
+    name = "simsiam"
+    Kwargs = SimSiamKwargs
+
+    def build_heads(self, feature_dim: int) -> None:
+        out = self.kwargs.projection_output_dim
+        self.projection_head = SimSiamProjectionHead(
+            feature_dim, self.kwargs.projection_hidden_dim, out
+        )
+        self.prediction_head = SimSiamPredictionHead(out, self.kwargs.prediction_hidden_dim, out)
+        self.criterion = NegativeCosineSimilarity()
+
+    def training_loss(self, views: Sequence[Tensor]) -> Tensor:
+        z0, z1 = (self.projection_head(self.backbone(view)) for view in views[:2])
+        p0, p1 = self.prediction_head(z0), self.prediction_head(z1)
+        return 0.5 * (self.criterion(p0, z1.detach()) + self.criterion(p1, z0.detach()))
+
+    @classmethod
+    def build_transform(cls, info: DataInfo, data_cfg: DictConfig) -> SimSiamTransform:
+        return SimSiamTransform(**ssl_transform_kwargs(info, data_cfg))

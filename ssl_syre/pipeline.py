@@ -1,0 +1,247 @@
+"""The training job behind train.py: data, method, Trainer, final evaluation and export."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ssl_syre.callbacks import OnlineEvaluation, ReseedEachEpoch
+from ssl_syre.checkpoint import AtomicCheckpointIO
+from ssl_syre.config import DEFAULT_CONFIG, load_config
+from ssl_syre.data import build_eval_datasets, build_ssl_dataset, data_info
+from ssl_syre.errors import UserError
+from ssl_syre.evaluation.features import Features, eval_loader, extract_features, raw_pixels
+from ssl_syre.evaluation.report import evaluate_features, format_results
+from ssl_syre.export import export_backbone
+from ssl_syre.methods import METHODS, SSLMethod
+
+RUN_DIR_ENV = "SSL_SYRE_RUN_DIR"  # hands rank 0's run directory to DDP's child processes
+LOW_PRECISION = {"bf16-true", "16-true", "bf16", "16", "half", "64-true"}
+
+
+def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Split `[CONFIG.yaml] [key=value ...]` into the config path and the overrides."""
+    if argv and "=" not in argv[0]:
+        return argv[0], argv[1:]
+    return None, argv
+
+
+def make_run_dir(cfg: DictConfig) -> Path:
+    """Create a fresh run directory, or return the one being resumed; never overwrite a run."""
+    inherited = os.environ.get(RUN_DIR_ENV)
+    if inherited:  # a DDP child process: rank 0 already made it
+        return Path(inherited)
+    if cfg.resume:
+        run_dir = Path(cfg.resume)
+        if not (run_dir / "checkpoints" / "last.ckpt").is_file():
+            raise UserError(
+                f"cannot resume '{run_dir}': no checkpoints/last.ckpt there; pass the run "
+                "directory that train.py printed (its checkpoint is written after each epoch)"
+            )
+        return run_dir
+    name = cfg.run_name or f"{cfg.method}_{cfg.data.name}_{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = Path(cfg.output_dir) / name
+    if run_dir.exists():
+        if cfg.run_name:
+            raise UserError(
+                f"run directory '{run_dir}' already exists; choose another run_name, or "
+                f"continue it with resume={run_dir}"
+            )
+        suffix = 1
+        while (Path(cfg.output_dir) / f"{name}-{suffix}").exists():
+            suffix += 1
+        run_dir = Path(cfg.output_dir) / f"{name}-{suffix}"
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def seeded_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
+    if size >= len(dataset):  # type: ignore[arg-type]
+        return dataset
+    generator = torch.Generator().manual_seed(seed)
+    indices = torch.randperm(len(dataset), generator=generator)[:size]  # type: ignore[arg-type]
+    return Subset(dataset, indices.tolist())
+
+
+def trainer_kwargs(cfg: DictConfig, steps_per_epoch: int) -> dict[str, Any]:
+    kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
+    kwargs.setdefault("log_every_n_steps", max(1, min(50, steps_per_epoch)))
+    kwargs.setdefault("deterministic", "warn")
+    precision = str(kwargs.get("precision", "32-true"))
+    if cfg.syre.enabled and precision in LOW_PRECISION:
+        raise UserError(
+            f"trainer.precision={precision} keeps weights in low precision, where SyRe's pull "
+            "toward the anchors falls below one ulp; use trainer.precision=bf16-mixed (fp32 master weights)"
+        )
+    return kwargs
+
+
+def train(cfg: DictConfig) -> Path:
+    """Pre-train, evaluate and export; return the run directory."""
+    started = time.time()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    info = data_info(cfg.data)
+    method_cls: type[SSLMethod] = METHODS[cfg.method]
+    train_set = build_ssl_dataset(cfg.data, method_cls.build_transform(info, cfg.data), cfg.seed)
+    if len(train_set) < cfg.data.batch_size:
+        raise UserError(
+            f"data.batch_size={cfg.data.batch_size} is larger than the training set "
+            f"({len(train_set)} images); lower data.batch_size"
+        )
+    eval_train, eval_test = build_eval_datasets(cfg.data, cfg.seed)
+    run_dir = make_run_dir(cfg)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    if not cfg.resume:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+
+    model = method_cls(cfg, info)
+    workers = int(cfg.data.num_workers)
+    loader = DataLoader(
+        train_set,
+        batch_size=cfg.data.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+    )
+    callbacks: list[pl.Callback] = [
+        ReseedEachEpoch(cfg.seed),
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="epoch{epoch:03d}",
+            auto_insert_metric_name=False,
+            save_last=True,
+            save_top_k=1,
+            every_n_epochs=1,
+        ),
+        LearningRateMonitor(logging_interval="epoch"),
+    ]
+    online = None
+    if cfg.eval.online_every_n_epochs > 0 and info.num_classes > 0 and eval_test is not None:
+        online = OnlineEvaluation(
+            bank=seeded_subset(eval_train, cfg.eval.online_train_subset, cfg.seed),
+            test=seeded_subset(eval_test, cfg.eval.online_test_subset, cfg.seed),
+            num_classes=info.num_classes,
+            every_n_epochs=cfg.eval.online_every_n_epochs,
+            k=min(cfg.eval.knn_k),
+            temperature=cfg.eval.knn_t,
+            batch_size=cfg.eval.batch_size,
+        )
+        callbacks.append(online)
+    trainer = pl.Trainer(
+        **trainer_kwargs(cfg, len(loader)),
+        default_root_dir=str(run_dir),
+        logger=[
+            CSVLogger(save_dir=str(run_dir), name="logs", version=""),
+            TensorBoardLogger(save_dir=str(run_dir), name="logs", version=""),
+        ],
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+    )
+    checkpoint = run_dir / "checkpoints" / "last.ckpt" if cfg.resume else None
+    try:
+        trainer.fit(model, loader, ckpt_path=str(checkpoint) if checkpoint else None)
+    except RuntimeError as error:
+        if checkpoint is not None and "state_dict" in str(error):
+            raise UserError(
+                f"checkpoint '{checkpoint}' was made by another architecture "
+                f"({str(error).splitlines()[0][:120]}); resume with the run's own config.yaml"
+            ) from None
+        raise
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    if trainer.is_global_zero:
+        finish(cfg, model, info, eval_train, eval_test, run_dir, online, started)
+    return run_dir
+
+
+def finish(
+    cfg: DictConfig,
+    model: SSLMethod,
+    info: Any,
+    eval_train: Dataset,
+    eval_test: Dataset | None,
+    run_dir: Path,
+    online: OnlineEvaluation | None,
+    started: float,
+) -> None:
+    """Final evaluation on cached features, metrics.json, spectrum plot and export (rank 0)."""
+    device = "cuda" if torch.cuda.is_available() and cfg.trainer.get("accelerator") != "cpu" else "cpu"
+    model.to(device)
+    projector = model.project if cfg.eval.projector else None
+    batch = cfg.eval.batch_size
+
+    def features(dataset: Dataset, split: str) -> Features:
+        feats = extract_features(
+            model.backbone, eval_loader(dataset, batch), projector=projector, progress=f"features ({split})"
+        )
+        return feats
+
+    train_features = features(eval_train, "train")
+    test_features = features(eval_test, "test") if eval_test is not None else None
+    if cfg.eval.raw_pixel_baseline and info.num_classes > 0 and eval_test is not None:
+        raw_train, raw_test = build_eval_datasets(cfg.data, cfg.seed, normalize=False)
+        train_features.by_kind = {**raw_pixels(eval_loader(raw_train, batch)).by_kind, **train_features.by_kind}
+        test_features.by_kind = {**raw_pixels(eval_loader(raw_test, batch)).by_kind, **test_features.by_kind}  # type: ignore[union-attr]
+    results = evaluate_features(train_features, test_features, info.num_classes, cfg.eval, out_dir=run_dir)
+    metrics: dict[str, Any] = {
+        "run": {
+            "method": cfg.method,
+            "backbone": cfg.backbone.name,
+            "data": cfg.data.name,
+            "syre": bool(cfg.syre.enabled),
+            "seed": cfg.seed,
+            "epochs": model.current_epoch,
+            "steps": model.global_step,
+            "wall_time_s": round(time.time() - started, 1),
+        },
+        **results,
+        "online": online.history if online is not None else [],
+    }
+    if model.syre is not None:
+        prefixes = {part: f"{part}." for part in model.trainable_parts()}
+        metrics["syre_distance_to_anchor"] = model.syre.distance_to_anchor(prefixes)
+    export_dir = None
+    if cfg.export:
+        knn = [r for r in results["knn"] if r["features"] == "backbone"]
+        export_dir = export_backbone(model, run_dir / "export", extra={"knn": knn})
+        metrics["export"] = str(export_dir.name)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print()
+    print(format_results(results))
+    summary = headline(results, cfg)
+    if summary:
+        print(summary)
+    print(f"run directory: {run_dir}  (metrics.json, spectrum.png, checkpoints/, logs/" + (", export/)" if export_dir else ")"))
+
+
+def headline(results: dict[str, list[dict[str, Any]]], cfg: DictConfig) -> str:
+    """One line: learned kNN accuracy beside the raw-pixel baseline, same split and protocol."""
+    k = cfg.eval.knn_k[0]
+    by_kind = {r["features"]: r for r in results["knn"] if r["k"] == k}
+    if "backbone" not in by_kind:
+        return ""
+    line = f"kNN top-1 (test split, k={k}, t={cfg.eval.knn_t}): learned backbone {100 * by_kind['backbone']['top1']:.2f}%"
+    if "raw_pixels" in by_kind:
+        line += f" vs raw pixels {100 * by_kind['raw_pixels']['top1']:.2f}%"
+    return line
+
+
+def main(argv: list[str]) -> Path:
+    path, overrides = parse_args(argv)
+    if path is None and DEFAULT_CONFIG.is_file():
+        path = str(DEFAULT_CONFIG)
+    cfg = load_config(path, overrides)
+    return train(cfg)

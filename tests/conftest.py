@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny configs and a helper that runs train.py as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A run of a few seconds on the 8x8 digits: the shape of a real run, none of its cost.
+TINY = [
+    "backbone.name=test_resnet",
+    "data.name=digits",
+    "data.batch_size=64",
+    "data.num_workers=0",
+    "method_kwargs.projection_hidden_dim=32",
+    "method_kwargs.projection_output_dim=16",
+    "eval.online_train_subset=300",
+    "eval.online_test_subset=100",
+    "eval.linear_epochs=5",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.accelerator=cpu",
+    "trainer.enable_model_summary=false",
+]
+
+
+def run_train(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `python train.py ARGS` in a subprocess, as a user types it."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("SSL_SYRE_RUN_DIR", None)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> list[str]:
+    """TINY overrides with an output_dir inside tmp_path."""
+    return [*TINY, f"output_dir={tmp_path / 'runs'}"]

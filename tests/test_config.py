@@ -1,0 +1,97 @@
+"""Config loading and validation: every mistake is one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from ssl_syre.config import load_config
+from ssl_syre.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def error_of(path: str | None = None, overrides: list[str] | None = None) -> str:
+    with pytest.raises(UserError) as info:
+        load_config(path, overrides or [])
+    message = str(info.value)
+    assert "\n" not in message, "errors are one line"
+    return message
+
+
+def test_defaults_and_overrides() -> None:
+    cfg = load_config(None, ["data.batch_size=32", "syre.enabled=false", "trainer.max_epochs=3"])
+    assert cfg.data.batch_size == 32
+    assert cfg.syre.enabled is False
+    assert cfg.trainer.max_epochs == 3
+    assert cfg.method == "simclr"
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_validates(path: str) -> None:
+    overrides = ["data.root=/some/folder"] if "imagefolder" in path else []
+    cfg = load_config(path, overrides)
+    assert cfg.method in path or Path(path).name == "default.yaml"
+
+
+def test_unknown_key_suggests_the_right_one() -> None:
+    message = error_of(overrides=["data.batch_sise=3"])
+    assert "data.batch_sise" in message and "batch_size" in message
+
+
+def test_unknown_top_level_key() -> None:
+    assert "'sede'" in error_of(overrides=["sede=1"]) and "seed" in error_of(overrides=["sede=1"])
+
+
+def test_wrong_type() -> None:
+    message = error_of(overrides=["data.batch_size=many"])
+    assert "data.batch_size" in message
+
+
+@pytest.mark.parametrize(
+    ("override", "needle", "hint"),
+    [
+        ("method=simclrr", "method", "simclr"),
+        ("data.name=fashion_mnis", "data.name", "fashion_mnist"),
+        ("backbone.name=resnet1", "backbone.name", "resnet"),
+        ("trainer.max_epoch=2", "trainer.max_epoch", "max_epochs"),
+        ("method_kwargs.temprature=0.2", "temprature", "temperature"),
+        ("optimizer.name=adam", "optimizer.name", "adamw"),
+    ],
+)
+def test_unknown_names(override: str, needle: str, hint: str) -> None:
+    message = error_of(overrides=[override])
+    assert needle in message and hint in message
+
+
+def test_range_checks() -> None:
+    assert "data.batch_size" in error_of(overrides=["data.batch_size=0"])
+    assert "syre.d_eps" in error_of(overrides=["syre.d_eps=1.5"])
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    assert "does not exist" in error_of(str(tmp_path / "nope.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: [simclr\n")
+    assert "not valid YAML" in error_of(str(bad))
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just a string\n")
+    assert "mapping" in error_of(str(scalar))
+
+
+def test_bad_override_syntax() -> None:
+    assert "dotted.key=value" in error_of(overrides=["data.batch_size"])
+
+
+def test_required_value(tmp_path: Path) -> None:
+    message = error_of(str(ROOT / "configs" / "simclr_imagefolder.yaml"))
+    assert "data.root" in message
+
+
+def test_resolved_config_round_trips(tmp_path: Path) -> None:
+    cfg = load_config(None, ["seed=7"])
+    path = tmp_path / "config.yaml"
+    path.write_text(OmegaConf.to_yaml(cfg))
+    assert load_config(str(path)) == cfg
