@@ -56,8 +56,7 @@ def create_backbone(
         )
     except TypeError as error:
         raise UserError(
-            f"timm model '{name}' does not accept these arguments ({error}); "
-            "check backbone.kwargs"
+            f"timm model '{name}' does not accept these arguments ({error}); check backbone.kwargs"
         ) from None
     except RuntimeError as error:
         if "Unknown model" in str(error):

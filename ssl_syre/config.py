@@ -141,7 +141,9 @@ def _read_yaml(path: Path) -> DictConfig:
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):
-        raise UserError(f"config file '{path}' must hold a mapping of keys (key: value), not {type(loaded).__name__}")
+        raise UserError(
+            f"config file '{path}' must hold a mapping of keys (key: value), not {type(loaded).__name__}"
+        )
     return OmegaConf.create(loaded)
 
 
@@ -241,7 +243,9 @@ def validate(cfg: DictConfig) -> None:
     if not 0 <= cfg.syre.d_eps < 1:
         raise UserError(f"config key 'syre.d_eps' must be in [0, 1), got {cfg.syre.d_eps}")
     if any(k <= 0 for k in cfg.eval.knn_k):
-        raise UserError(f"config key 'eval.knn_k' must hold positive integers, got {list(cfg.eval.knn_k)}")
+        raise UserError(
+            f"config key 'eval.knn_k' must hold positive integers, got {list(cfg.eval.knn_k)}"
+        )
     METHODS[cfg.method].check_kwargs(cfg.method_kwargs)
 
 

@@ -41,7 +41,10 @@ def run_cli(main: Callable[[list[str]], T], argv: list[str] | None = None) -> T:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is kept; resume with resume=<run dir>", file=sys.stderr)
+        print(
+            "interrupted: the last checkpoint is kept; resume with resume=<run dir>",
+            file=sys.stderr,
+        )
         raise SystemExit(130) from None
     except OSError as error:
         if error.errno == 28:  # ENOSPC

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import timm
-import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from torch import nn
 
@@ -45,7 +45,7 @@ def export_backbone(model: Any, out_dir: str | Path, extra: dict[str, Any] | Non
         "backbone": cfg.backbone.name,
         "small_image_stem": bool(cfg.backbone.small_image_stem),
         "in_chans": info.in_chans,
-        "syre": dict(cfg.syre),
+        "syre": OmegaConf.to_container(cfg.syre, resolve=True),
         "data": {"name": info.name, "image_size": info.image_size, "num_classes": info.num_classes},
         "seed": cfg.seed,
         **(extra or {}),
@@ -65,7 +65,9 @@ def export_backbone(model: Any, out_dir: str | Path, extra: dict[str, Any] | Non
 def read_export_config(export_dir: str | Path) -> dict[str, Any]:
     path = Path(export_dir) / "config.json"
     if not path.is_file():
-        raise UserError(f"'{export_dir}' is not an export directory (no config.json); pass DIR/export")
+        raise UserError(
+            f"'{export_dir}' is not an export directory (no config.json); pass DIR/export"
+        )
     return json.loads(path.read_text())
 
 
@@ -83,15 +85,23 @@ def load_backbone(export_dir: str | Path) -> nn.Module:
     model_args = dict(config.get("model_args", {}))
     model_args.pop("num_classes", None)
     model = timm.create_model(
-        config["architecture"], pretrained=False, num_classes=config.get("num_classes", 0), **model_args
+        config["architecture"],
+        pretrained=False,
+        num_classes=config.get("num_classes", 0),
+        **model_args,
     )
     if config.get(EXPORT_KEY, {}).get("small_image_stem"):
         apply_small_image_stem(model)
     try:
         model.load_state_dict(load_file(str(weights)))
     except RuntimeError as error:
-        raise UserError(f"weights in '{weights}' do not fit {config['architecture']}: {str(error).splitlines()[0]}") from None
-    model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), **config.get("pretrained_cfg", {})}
+        raise UserError(
+            f"weights in '{weights}' do not fit {config['architecture']}: {str(error).splitlines()[0]}"
+        ) from None
+    model.pretrained_cfg = {
+        **getattr(model, "pretrained_cfg", {}),
+        **config.get("pretrained_cfg", {}),
+    }
     return model.eval()
 
 
@@ -119,7 +129,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", default=None, help="export directory (default: RUN_DIR/export)")
     args = parser.parse_args(argv)
     out = export_checkpoint(args.checkpoint, args.out)
-    print(f"exported backbone to {out}; load it with timm.create_model('local-dir:{out}', pretrained=True)")
+    print(
+        f"exported backbone to {out}; load it with timm.create_model('local-dir:{out}', pretrained=True)"
+    )
 
 
 if __name__ == "__main__":

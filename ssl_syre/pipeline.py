@@ -178,14 +178,19 @@ def finish(
     started: float,
 ) -> None:
     """Final evaluation on cached features, metrics.json, spectrum plot and export (rank 0)."""
-    device = "cuda" if torch.cuda.is_available() and cfg.trainer.get("accelerator") != "cpu" else "cpu"
+    device = (
+        "cuda" if torch.cuda.is_available() and cfg.trainer.get("accelerator") != "cpu" else "cpu"
+    )
     model.to(device)
     projector = model.project if cfg.eval.projector else None
     batch = cfg.eval.batch_size
 
     def features(dataset: Dataset, split: str) -> Features:
         feats = extract_features(
-            model.backbone, eval_loader(dataset, batch), projector=projector, progress=f"features ({split})"
+            model.backbone,
+            eval_loader(dataset, batch),
+            projector=projector,
+            progress=f"features ({split})",
         )
         return feats
 
@@ -193,9 +198,17 @@ def finish(
     test_features = features(eval_test, "test") if eval_test is not None else None
     if cfg.eval.raw_pixel_baseline and info.num_classes > 0 and eval_test is not None:
         raw_train, raw_test = build_eval_datasets(cfg.data, cfg.seed, normalize=False)
-        train_features.by_kind = {**raw_pixels(eval_loader(raw_train, batch)).by_kind, **train_features.by_kind}
-        test_features.by_kind = {**raw_pixels(eval_loader(raw_test, batch)).by_kind, **test_features.by_kind}  # type: ignore[union-attr]
-    results = evaluate_features(train_features, test_features, info.num_classes, cfg.eval, out_dir=run_dir)
+        train_features.by_kind = {
+            **raw_pixels(eval_loader(raw_train, batch)).by_kind,
+            **train_features.by_kind,
+        }
+        test_features.by_kind = {
+            **raw_pixels(eval_loader(raw_test, batch)).by_kind,
+            **test_features.by_kind,
+        }  # type: ignore[union-attr]
+    results = evaluate_features(
+        train_features, test_features, info.num_classes, cfg.eval, out_dir=run_dir
+    )
     metrics: dict[str, Any] = {
         "run": {
             "method": cfg.method,
@@ -224,7 +237,10 @@ def finish(
     summary = headline(results, cfg)
     if summary:
         print(summary)
-    print(f"run directory: {run_dir}  (metrics.json, spectrum.png, checkpoints/, logs/" + (", export/)" if export_dir else ")"))
+    print(
+        f"run directory: {run_dir}  (metrics.json, spectrum.png, checkpoints/, logs/"
+        + (", export/)" if export_dir else ")")
+    )
 
 
 def headline(results: dict[str, list[dict[str, Any]]], cfg: DictConfig) -> str:

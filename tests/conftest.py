@@ -29,7 +29,9 @@ TINY = [
 ]
 
 
-def run_train(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_train(
+    *args: str, cwd: Path | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
     """Run `python train.py ARGS` in a subprocess, as a user types it."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("SSL_SYRE_RUN_DIR", None)

@@ -63,9 +63,7 @@ def extract_features(
     finally:
         for module, mode in zip(modules, modes, strict=True):
             module.train(mode)
-    return Features(
-        labels=torch.cat(labels), by_kind={k: torch.cat(v) for k, v in outputs.items()}
-    )
+    return Features(labels=torch.cat(labels), by_kind={k: torch.cat(v) for k, v in outputs.items()})
 
 
 def raw_pixels(loader: DataLoader) -> Features:

@@ -54,7 +54,9 @@ def evaluate_features(
                 ks=tuple(eval_cfg.knn_k),
                 temperature=eval_cfg.knn_t,
             ):
-                results["knn"].append({"features": kind, "split": "test", "bank": "train", **record})
+                results["knn"].append(
+                    {"features": kind, "split": "test", "bank": "train", **record}
+                )
             if linear and kind != "raw_pixels":
                 probe = linear_probe(
                     train_features,
@@ -69,12 +71,18 @@ def evaluate_features(
                 )
         if kind == "raw_pixels":
             continue
-        split, embeddings = ("test", test.by_kind[kind]) if test is not None else ("train", train_features)
+        split, embeddings = (
+            ("test", test.by_kind[kind]) if test is not None else ("train", train_features)
+        )
         metrics = collapse_metrics(embeddings)
         results["collapse"].append({"features": kind, "split": split, **metrics})
         spectra[kind] = singular_value_spectrum(embeddings)
     if out_dir is not None and spectra:
-        plot_spectra(spectra, Path(out_dir) / "spectrum.png", title="Singular values of the embedding covariance")
+        plot_spectra(
+            spectra,
+            Path(out_dir) / "spectrum.png",
+            title="Singular values of the embedding covariance",
+        )
     return results
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
@@ -172,7 +171,10 @@ class SSLMethod(pl.LightningModule):
             warmup_epochs=int(opt.warmup_epochs) * steps_per_epoch,
             max_epochs=total_steps,
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         views = batch[0]
