@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from ssl_syre.callbacks import OnlineEvaluation, ReseedEachEpoch
 from ssl_syre.checkpoint import AtomicCheckpointIO
 from ssl_syre.config import DEFAULT_CONFIG, load_config
 from ssl_syre.data import build_eval_datasets, build_ssl_dataset, data_info
+from ssl_syre.distributed import SyReAnchorCheck
 from ssl_syre.errors import UserError
 from ssl_syre.evaluation.features import Features, eval_loader, extract_features, raw_pixels
 from ssl_syre.evaluation.report import evaluate_features, format_results
@@ -87,8 +90,23 @@ def trainer_kwargs(cfg: DictConfig, steps_per_epoch: int) -> dict[str, Any]:
     return kwargs
 
 
+def quiet_known_warnings() -> None:
+    """Silence warnings that say nothing to our users.
+
+    Epoch-level values we log under DDP (SyRe distances, online kNN on rank 0) are identical
+    on every process or rank-0 only, so Lightning's advice to sync them does not apply.
+    """
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage()
+    )
+
+
 def train(cfg: DictConfig) -> Path:
     """Pre-train, evaluate and export; return the run directory."""
+    quiet_known_warnings()
     started = time.time()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     info = data_info(cfg.data)
@@ -128,6 +146,9 @@ def train(cfg: DictConfig) -> Path:
         ),
         LearningRateMonitor(logging_interval="epoch"),
     ]
+    anchor_check = SyReAnchorCheck() if cfg.syre.enabled else None
+    if anchor_check is not None:
+        callbacks.append(anchor_check)
     online = None
     if cfg.eval.online_every_n_epochs > 0 and info.num_classes > 0 and eval_test is not None:
         online = OnlineEvaluation(
@@ -163,7 +184,13 @@ def train(cfg: DictConfig) -> Path:
     if trainer.interrupted:
         raise KeyboardInterrupt
     if trainer.is_global_zero:
-        finish(cfg, model, info, eval_train, eval_test, run_dir, online, started)
+        distributed = {
+            "world_size": trainer.world_size,
+            "global_batch_size": model.global_batch_size(),
+            "learning_rate": model.learning_rate(),
+            "syre_anchor_fingerprints": anchor_check.fingerprints if anchor_check else [],
+        }
+        finish(cfg, model, info, eval_train, eval_test, run_dir, online, started, distributed)
     return run_dir
 
 
@@ -176,6 +203,7 @@ def finish(
     run_dir: Path,
     online: OnlineEvaluation | None,
     started: float,
+    distributed: dict[str, Any],
 ) -> None:
     """Final evaluation on cached features, metrics.json, spectrum plot and export (rank 0)."""
     device = (
@@ -219,6 +247,7 @@ def finish(
             "epochs": model.current_epoch,
             "steps": model.global_step,
             "wall_time_s": round(time.time() - started, 1),
+            **distributed,
         },
         **results,
         "online": online.history if online is not None else [],

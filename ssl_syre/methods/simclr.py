@@ -23,6 +23,8 @@ class SimCLRKwargs:
     projection_hidden_dim: int = 2048
     projection_output_dim: int = 128
     projection_layers: int = 2
+    # BatchNorm in the head; per-process batch statistics under DDP unless trainer.sync_batchnorm.
+    projection_batch_norm: bool = True
     temperature: float = 0.5
     # Negatives from all processes under DDP (lightly gathers them with gradients).
     gather_distributed: bool = True
@@ -40,6 +42,7 @@ class SimCLR(SSLMethod):
             self.kwargs.projection_hidden_dim,
             self.kwargs.projection_output_dim,
             num_layers=self.kwargs.projection_layers,
+            batch_norm=self.kwargs.projection_batch_norm,
         )
         self.criterion = NTXentLoss(
             temperature=self.kwargs.temperature,

@@ -1,0 +1,126 @@
+"""DDP on CPU (gloo): a 2-process run works, agrees on anchors, and computes the same loss."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from ssl_syre.config import load_config
+from ssl_syre.data import data_info
+from ssl_syre.methods import METHODS
+from tests.conftest import run_train
+
+# No BatchNorm anywhere (test_vit + heads without BN): per-process batch statistics would
+# otherwise make a 2-process loss differ from a 1-process one for reasons other than the loss.
+NO_BN = {
+    "simclr": ["method_kwargs.projection_batch_norm=false"],
+}
+GLOBAL_BATCH = 16
+
+
+def build(method: str, gather: bool = True):
+    overrides = [
+        f"method={method}",
+        "backbone.name=test_vit",
+        "data.name=digits",
+        "method_kwargs.projection_hidden_dim=32",
+        "method_kwargs.projection_output_dim=16",
+        *NO_BN.get(method, []),
+    ]
+    if method == "simclr":
+        overrides.append(f"method_kwargs.gather_distributed={str(gather).lower()}")
+    cfg = load_config(None, overrides)
+    torch.manual_seed(0)
+    return METHODS[method](cfg, data_info(cfg.data))
+
+
+def fixed_views() -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return [torch.randn(GLOBAL_BATCH, 1, 16, 16, generator=generator) for _ in range(2)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, method: str, gather: bool, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model = build(method, gather)
+        model.eval()  # no dropout; there is no BN to freeze
+        local = GLOBAL_BATCH // world
+        views = [v[rank * local : (rank + 1) * local] for v in fixed_views()]
+        loss = model.training_loss(views).detach()
+        dist.all_reduce(loss)  # DDP averages gradients, so the run's loss is the rank mean
+        if rank == 0:
+            torch.save(loss / world, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def two_process_loss(method: str, gather: bool, tmp_path: Path) -> float:
+    out = str(tmp_path / f"{method}_{gather}.pt")
+    mp.spawn(_worker, args=(2, free_port(), method, gather, out), nprocs=2, join=True)
+    return float(torch.load(out, weights_only=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["simclr", "byol", "simsiam"])
+def test_first_step_loss_equals_one_process_with_same_global_batch(
+    method: str, tmp_path: Path
+) -> None:
+    model = build(method)
+    model.eval()
+    single = float(model.training_loss(fixed_views()))
+    assert two_process_loss(method, True, tmp_path) == pytest.approx(single, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_simclr_without_gathering_sees_fewer_negatives(tmp_path: Path) -> None:
+    """The check above can fail: local-only negatives give another loss (lightly #1458)."""
+    model = build("simclr")
+    model.eval()
+    single = float(model.training_loss(fixed_views()))
+    assert abs(two_process_loss("simclr", False, tmp_path) - single) > 1e-3
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run(tiny: list[str], tmp_path: Path) -> None:
+    result = run_train(
+        *tiny,
+        "data.batch_size=32",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "run_name=ddp",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = [d for d in (tmp_path / "runs").iterdir()]
+    assert [d.name for d in runs] == ["ddp"], "one run directory for all processes"
+    metrics = json.loads((tmp_path / "runs/ddp/metrics.json").read_text())
+    run = metrics["run"]
+    assert run["world_size"] == 2
+    assert run["global_batch_size"] == 64
+    assert run["learning_rate"] == pytest.approx(0.06 * 64 / 128)
+    fingerprints = run["syre_anchor_fingerprints"]
+    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
+    assert metrics["knn"], "rank 0 evaluated"
+
+
+def test_anchor_fingerprint_tells_seeds_apart() -> None:
+    from ssl_syre.distributed import anchor_fingerprint
+
+    a, b = build("simclr"), build("simclr")
+    assert anchor_fingerprint(a.syre) == anchor_fingerprint(b.syre)
+    cfg = load_config(None, ["backbone.name=test_vit", "data.name=digits", "syre.seed=5"])
+    other = METHODS["simclr"](cfg, data_info(cfg.data))
+    assert anchor_fingerprint(other.syre) != anchor_fingerprint(a.syre)
