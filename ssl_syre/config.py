@@ -87,7 +87,7 @@ class EvalConfig:
     online_train_subset: int = 10000  # memory bank size for the online kNN
     online_test_subset: int = 2000  # test images the online kNN classifies
     linear_probe: bool = True
-    linear_epochs: int = 100
+    linear_epochs: int = 30  # AdamW on cached features: seconds for 60k x 512
     projector: bool = True  # also evaluate projector outputs (collapse shows there first)
     batch_size: int = 512
     raw_pixel_baseline: bool = True
