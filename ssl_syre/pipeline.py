@@ -40,6 +40,21 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
     return None, argv
 
 
+def external_launcher() -> tuple[int, str] | None:
+    """(global rank, job id) when torchrun or SLURM started several processes, else None."""
+    world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")) or 1)
+    if world <= 1:
+        return None
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID", "")
+    return rank, "" if job == "none" else job
+
+
+def is_rank_zero() -> bool:
+    external = external_launcher()
+    return os.environ.get("LOCAL_RANK", "0") == "0" and (external is None or external[0] == 0)
+
+
 def make_run_dir(cfg: DictConfig) -> Path:
     """Create a fresh run directory, or return the one being resumed; never overwrite a run."""
     inherited = os.environ.get(RUN_DIR_ENV)
@@ -52,6 +67,22 @@ def make_run_dir(cfg: DictConfig) -> Path:
                 f"cannot resume '{run_dir}': no checkpoints/last.ckpt there; pass the run "
                 "directory that train.py printed (its checkpoint is written after each epoch)"
             )
+        return run_dir
+    external = external_launcher()
+    if external is not None:  # torchrun / srun start every process: agree on a name without talking
+        rank, job = external
+        name = cfg.run_name or (f"{cfg.method}_{cfg.data.name}_job{job}" if job else None)
+        if name is None:
+            raise UserError(
+                "several processes were launched (torchrun/srun) without a shared run name; "
+                "add run_name=NAME so that all of them write to one run directory"
+            )
+        run_dir = Path(cfg.output_dir) / name
+        if rank != 0:
+            return run_dir
+        if run_dir.exists():
+            raise UserError(f"run directory '{run_dir}' already exists; choose another run_name")
+        run_dir.mkdir(parents=True)
         return run_dir
     name = cfg.run_name or f"{cfg.method}_{cfg.data.name}_{datetime.now():%Y%m%d-%H%M%S}"
     run_dir = Path(cfg.output_dir) / name
@@ -120,7 +151,7 @@ def train(cfg: DictConfig) -> Path:
     eval_train, eval_test = build_eval_datasets(cfg.data, cfg.seed)
     run_dir = make_run_dir(cfg)
     os.environ[RUN_DIR_ENV] = str(run_dir)
-    if not cfg.resume:
+    if not cfg.resume and is_rank_zero():
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
     model = method_cls(cfg, info)
