@@ -34,10 +34,17 @@ LOW_PRECISION = {"bf16-true", "16-true", "bf16", "16", "half", "64-true"}
 
 
 def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
-    """Split `[CONFIG.yaml] [key=value ...]` into the config path and the overrides."""
-    if argv and "=" not in argv[0]:
-        return argv[0], argv[1:]
-    return None, argv
+    """Split `[CONFIG.yaml] [key=value ...]` into the config path and the overrides.
+
+    The config file may stand anywhere among the overrides; it is the one word without '='.
+    """
+    paths = [arg for arg in argv if "=" not in arg]
+    if len(paths) > 1:
+        raise UserError(
+            f"expected at most one config file, got {', '.join(paths)}; "
+            "overrides look like dotted.key=value"
+        )
+    return (paths[0] if paths else None), [arg for arg in argv if "=" in arg]
 
 
 def external_launcher() -> tuple[int, str] | None:
