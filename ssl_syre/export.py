@@ -1,6 +1,13 @@
 """Backbone export in timm's own format, so that timm alone loads it (no ssl_syre needed).
 
 `python -m ssl_syre.export CHECKPOINT [--out DIR]` exports from any ssl_syre checkpoint.
+
+An export directory holds config.json (architecture, model arguments, preprocessing, and an
+`ssl_syre` section with method, SyRe settings, data, evaluation protocol and kNN results) and
+model.safetensors: no pickle anywhere. Backbones with the small-image stem, which timm cannot
+express, record `small_image_stem: true` in their model arguments, so that timm alone refuses
+them loudly (an unexpected keyword argument) instead of loading the weights into a model
+with the wrong stem; `load_backbone` rebuilds them.
 """
 
 from __future__ import annotations
@@ -40,22 +47,37 @@ def export_backbone(model: Any, out_dir: str | Path, extra: dict[str, Any] | Non
         "crop_pct": 1.0,
         "crop_mode": "center",
     }
+    small_image_stem = bool(cfg.backbone.small_image_stem)
     section = {
         "method": cfg.method,
         "backbone": cfg.backbone.name,
-        "small_image_stem": bool(cfg.backbone.small_image_stem),
+        "small_image_stem": small_image_stem,
         "in_chans": info.in_chans,
         "syre": OmegaConf.to_container(cfg.syre, resolve=True),
-        "data": {"name": info.name, "image_size": info.image_size, "num_classes": info.num_classes},
+        # The whole data section (root, subsets, ...) so that eval/knn.py can rebuild the
+        # evaluation data from an export alone; image_size and num_classes as resolved.
+        "data": {
+            **OmegaConf.to_container(cfg.data, resolve=True),
+            "name": info.name,
+            "image_size": info.image_size,
+            "num_classes": info.num_classes,
+        },
+        "eval": OmegaConf.to_container(cfg.eval, resolve=True),
         "seed": cfg.seed,
         **(extra or {}),
     }
     section = json.loads(json.dumps(section, default=str))  # plain JSON types only
+    model_args = {"in_chans": info.in_chans, **dict(model.backbone_kwargs)}
+    if small_image_stem:
+        # Not a timm argument: timm.create_model("local-dir:...") then fails with "unexpected
+        # keyword argument 'small_image_stem'" rather than silently building the wrong stem
+        # (test_resnet's stem has the same weight shapes either way).
+        model_args["small_image_stem"] = True
     timm.models.save_for_hf(
         backbone,
         str(out_dir),
         model_config={EXPORT_KEY: section},
-        model_args={"in_chans": info.in_chans, **dict(model.backbone_kwargs)},
+        model_args=model_args,
         safe_serialization=True,
         data_config=data_config,
     )
@@ -63,34 +85,54 @@ def export_backbone(model: Any, out_dir: str | Path, extra: dict[str, Any] | Non
 
 
 def read_export_config(export_dir: str | Path) -> dict[str, Any]:
+    """The parsed config.json of an export directory.
+
+    Raises:
+        UserError: no config.json there, or one that is not a JSON object.
+    """
     path = Path(export_dir) / "config.json"
     if not path.is_file():
         raise UserError(
             f"'{export_dir}' is not an export directory (no config.json); pass DIR/export"
         )
-    return json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise UserError(f"'{path}' is not valid JSON ({error}); re-export the checkpoint") from None
+    if not isinstance(config, dict):
+        raise UserError(f"'{path}' does not hold a JSON object; re-export the checkpoint")
+    return config
 
 
 def load_backbone(export_dir: str | Path) -> nn.Module:
     """Rebuild an exported backbone, including stems timm cannot express (small_image_stem).
 
     Equivalent to `timm.create_model("local-dir:DIR", pretrained=True)` for exports without
-    the small-image stem.
+    the small-image stem. Weights are read with safetensors (no pickle); the model is
+    returned in eval mode.
+
+    Raises:
+        UserError: no config.json or model.safetensors, or weights that do not fit.
     """
     export_dir = Path(export_dir)
     config = read_export_config(export_dir)
     weights = export_dir / "model.safetensors"
     if not weights.is_file():
         raise UserError(f"'{export_dir}' has no model.safetensors; re-export the checkpoint")
+    if "architecture" not in config:
+        raise UserError(f"'{export_dir / 'config.json'}' names no architecture; re-export it")
     model_args = dict(config.get("model_args", {}))
     model_args.pop("num_classes", None)
+    small_image_stem = bool(model_args.pop("small_image_stem", False)) or bool(
+        config.get(EXPORT_KEY, {}).get("small_image_stem")
+    )
     model = timm.create_model(
         config["architecture"],
         pretrained=False,
         num_classes=config.get("num_classes", 0),
         **model_args,
     )
-    if config.get(EXPORT_KEY, {}).get("small_image_stem"):
+    if small_image_stem:
         apply_small_image_stem(model)
     try:
         model.load_state_dict(load_file(str(weights)))
@@ -105,33 +147,98 @@ def load_backbone(export_dir: str | Path) -> nn.Module:
     return model.eval()
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Export the backbone of an ssl_syre checkpoint (loaded with weights_only=True)."""
+def model_from_checkpoint(checkpoint: str | Path) -> tuple[Any, dict[str, Any]]:
+    """Rebuild the SSL method (backbone and heads) of an ssl_syre checkpoint.
+
+    The checkpoint is loaded with weights_only=True; its config and data description are
+    the ones saved in it (`hyper_parameters["cfg"]`, `["info"]`).
+
+    Returns:
+        `(model, checkpoint dict)`; the model is on CPU.
+
+    Raises:
+        UserError: the file is missing, unreadable, or not an ssl_syre checkpoint.
+    """
     from ssl_syre.checkpoint import load_checkpoint
     from ssl_syre.methods import METHODS
 
     state = load_checkpoint(checkpoint)
-    hparams = state.get("hyper_parameters", {})
-    if "cfg" not in hparams or "info" not in hparams:
+    hparams = state.get("hyper_parameters", {}) if isinstance(state, dict) else {}
+    if "cfg" not in hparams or "info" not in hparams or "state_dict" not in state:
         raise UserError(f"'{checkpoint}' is not an ssl_syre checkpoint (no config inside)")
-    method_cls = METHODS[hparams["cfg"]["method"]]
-    model = method_cls(hparams["cfg"], hparams["info"])
-    model.load_state_dict(state["state_dict"])
-    out = Path(out_dir) if out_dir else Path(checkpoint).resolve().parent.parent / "export"
-    if (out / "model.safetensors").exists():
+    method = hparams["cfg"].get("method")
+    if method not in METHODS:
+        raise UserError(
+            f"'{checkpoint}' was made by method '{method}', which this ssl_syre does not have"
+        )
+    model = METHODS[method](hparams["cfg"], hparams["info"])
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as error:
+        raise UserError(
+            f"weights in '{checkpoint}' do not fit its own config "
+            f"({str(error).splitlines()[0][:160]}); was it written by another ssl_syre version?"
+        ) from None
+    return model, state
+
+
+def _final_knn(checkpoint: Path, state: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The backbone kNN records of metrics.json, when they describe this checkpoint's weights
+    (the run's last.ckpt at the step metrics.json reports)."""
+    run_dir = checkpoint.parent.parent
+    metrics_path = run_dir / "metrics.json"
+    if checkpoint.name != "last.ckpt" or not metrics_path.is_file():
+        return None
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if metrics.get("run", {}).get("steps") != state.get("global_step"):
+        return None
+    return [r for r in metrics.get("knn", []) if r.get("features") == "backbone"]
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Export the backbone of an ssl_syre checkpoint (loaded with weights_only=True).
+
+    Args:
+        checkpoint: An ssl_syre .ckpt file.
+        out_dir: Where to write; default RUN_DIR/export next to the run's checkpoints/.
+
+    Raises:
+        UserError: a bad checkpoint, or `out_dir` already holds an export (never overwritten).
+    """
+    checkpoint = Path(checkpoint)
+    out = Path(out_dir) if out_dir else checkpoint.resolve().parent.parent / "export"
+    if (out / "model.safetensors").exists() or (out / "config.json").exists():
         raise UserError(f"export directory '{out}' already holds an export; pass --out NEW_DIR")
-    return export_backbone(model, out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"'{out}' is a file, not a directory; pass --out NEW_DIR")
+    model, state = model_from_checkpoint(checkpoint)
+    knn = _final_knn(checkpoint.resolve(), state)
+    return export_backbone(model, out, extra={"knn": knn} if knn else None)
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ssl_syre.export", description=__doc__)
-    parser.add_argument("checkpoint", help="an ssl_syre .ckpt file")
+    parser = argparse.ArgumentParser(
+        prog="python -m ssl_syre.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("checkpoint", help="an ssl_syre .ckpt file, or a run directory")
     parser.add_argument("--out", default=None, help="export directory (default: RUN_DIR/export)")
     args = parser.parse_args(argv)
-    out = export_checkpoint(args.checkpoint, args.out)
-    print(
-        f"exported backbone to {out}; load it with timm.create_model('local-dir:{out}', pretrained=True)"
-    )
+    checkpoint = Path(args.checkpoint)
+    if checkpoint.is_dir():  # a run directory: its last checkpoint
+        checkpoint = checkpoint / "checkpoints" / "last.ckpt"
+    out = export_checkpoint(checkpoint, args.out)
+    if read_export_config(out)[EXPORT_KEY]["small_image_stem"]:
+        how = (
+            f"ssl_syre.export.load_backbone('{out}') (timm alone cannot build its small-image stem)"
+        )
+    else:
+        how = f"timm.create_model('local-dir:{out}', pretrained=True)"
+    print(f"exported backbone to {out}; load it with {how}")
 
 
 if __name__ == "__main__":

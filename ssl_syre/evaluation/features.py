@@ -40,11 +40,21 @@ def extract_features(
 ) -> Features:
     """Embed every image of `loader` with the backbone (and the projector on top, if given).
 
-    Modules are put in eval mode so that BatchNorm uses its running statistics, not the
-    statistics of the evaluation batch (lightly #1440), and restored afterwards.
+    Every module involved is put in eval mode so that BatchNorm uses its running statistics,
+    not the statistics of the evaluation batch (lightly #1440), and does not update them;
+    each submodule's mode is restored afterwards. A projector given as a bound method (such
+    as `SSLMethod.project`) counts as its owner module: its heads have BatchNorm too.
+
+    Args:
+        backbone: The feature extractor; its outputs are flattened to (N, D).
+        loader: Yields `(images, labels)`.
+        projector: A module or function applied to the backbone features, or None.
+        device: Where to run; None means the device of the backbone's parameters.
+        progress: A tqdm description, or None for no progress bar.
     """
-    modules = [m for m in (backbone, projector) if isinstance(m, nn.Module)]
-    modes = [m.training for m in modules]
+    owner = getattr(projector, "__self__", None)  # the module of a bound method
+    modules = [m for m in (backbone, projector, owner) if isinstance(m, nn.Module)]
+    modes = {m: m.training for module in modules for m in module.modules()}
     for module in modules:
         module.eval()
     device = torch.device(device) if device is not None else next(backbone.parameters()).device
@@ -61,8 +71,8 @@ def extract_features(
                 outputs["projector"].append(projector(features).float().cpu())
             labels.append(torch.as_tensor(targets).cpu())
     finally:
-        for module, mode in zip(modules, modes, strict=True):
-            module.train(mode)
+        for module, mode in modes.items():
+            module.training = mode  # per module: BYOL's momentum copies stay as they were
     return Features(labels=torch.cat(labels), by_kind={k: torch.cat(v) for k, v in outputs.items()})
 
 

@@ -1,14 +1,17 @@
 """Run every offline evaluation on cached features and lay the results out as records.
 
 Each number is stored beside its protocol (features, split, k, t), because a bare "kNN 0.81"
-cannot be compared with anything.
+cannot be compared with anything. The same records go into metrics.json (end of training)
+and into the JSON of eval/knn.py and eval/linear_probe.py.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
 from ssl_syre.evaluation.collapse import (
@@ -20,6 +23,82 @@ from ssl_syre.evaluation.features import Features
 from ssl_syre.evaluation.knn import knn_classify
 from ssl_syre.evaluation.linear import linear_probe
 
+Records = list[dict[str, Any]]
+
+
+def has_labels(features: Features | None, num_classes: int) -> bool:
+    """True when every sample of `features` carries a class label (unlabelled ones are -1)."""
+    if features is None or num_classes <= 0 or len(features.labels) == 0:
+        return False
+    return bool((torch.as_tensor(features.labels) >= 0).all())
+
+
+def knn_records(
+    train: Features,
+    test: Features,
+    num_classes: int,
+    eval_cfg: DictConfig,
+    kinds: list[str],
+    device: str | None = None,
+) -> Records:
+    """Weighted kNN of each feature kind, one record per k of `eval.knn_k` (test split, train bank).
+
+    A k above the bank size is clamped to it (with a warning) and recorded as the k used;
+    requested ks that clamp to the same k give one record, not several identical ones.
+    """
+    bank = len(train.labels)
+    requested = [int(k) for k in eval_cfg.knn_k]
+    if not requested:
+        raise ValueError("eval.knn_k is empty; give at least one k")
+    ks = list(dict.fromkeys(min(k, bank) for k in requested))
+    if max(requested) > bank:
+        warnings.warn(
+            f"eval.knn_k={requested} exceeds the {bank} train features; k clamped to {bank}",
+            stacklevel=2,
+        )
+    records: Records = []
+    for kind in kinds:
+        for record in knn_classify(
+            train.by_kind[kind],
+            train.labels,
+            test.by_kind[kind],
+            test.labels,
+            num_classes=num_classes,
+            ks=tuple(ks),
+            temperature=eval_cfg.knn_t,
+            device=device,
+        ):
+            records.append({"features": kind, "split": "test", "bank": "train", **record})
+    return records
+
+
+def linear_probe_records(
+    train: Features,
+    test: Features,
+    num_classes: int,
+    eval_cfg: DictConfig,
+    kinds: list[str],
+    device: str | None = None,
+) -> Records:
+    """A linear probe per feature kind, trained on the train split and scored on the test split."""
+    return [
+        {
+            "features": kind,
+            "split": "test",
+            "train_split": "train",
+            **linear_probe(
+                train.by_kind[kind],
+                train.labels,
+                test.by_kind[kind],
+                test.labels,
+                num_classes=num_classes,
+                epochs=eval_cfg.linear_epochs,
+                device=device,
+            ),
+        }
+        for kind in kinds
+    ]
+
 
 def evaluate_features(
     train: Features,
@@ -28,8 +107,12 @@ def evaluate_features(
     eval_cfg: DictConfig,
     out_dir: Path | None = None,
     linear: bool | None = None,
-) -> dict[str, list[dict[str, Any]]]:
+) -> dict[str, Records]:
     """kNN (every k in eval.knn_k), linear probe and collapse metrics for each feature kind.
+
+    kNN and the linear probe need labels on both splits; without them (num_classes 0, no
+    test split, or unlabelled samples) only the collapse metrics are computed. Raw pixels
+    get kNN only: they are the baseline, not a representation to probe or check for collapse.
 
     Args:
         train: features of the training split (the kNN bank, the probe's training set).
@@ -40,42 +123,26 @@ def evaluate_features(
         linear: run the linear probe; None follows eval_cfg.linear_probe.
     """
     linear = eval_cfg.linear_probe if linear is None else linear
-    results: dict[str, list[dict[str, Any]]] = {"knn": [], "linear_probe": [], "collapse": []}
-    labelled = num_classes > 0 and test is not None
-    spectra = {}
-    for kind, train_features in train.by_kind.items():
-        if labelled:
-            for record in knn_classify(
-                train_features,
-                train.labels,
-                test.by_kind[kind],
-                test.labels,
-                num_classes=num_classes,
-                ks=tuple(eval_cfg.knn_k),
-                temperature=eval_cfg.knn_t,
-            ):
-                results["knn"].append(
-                    {"features": kind, "split": "test", "bank": "train", **record}
-                )
-            if linear and kind != "raw_pixels":
-                probe = linear_probe(
-                    train_features,
-                    train.labels,
-                    test.by_kind[kind],
-                    test.labels,
-                    num_classes=num_classes,
-                    epochs=eval_cfg.linear_epochs,
-                )
-                results["linear_probe"].append(
-                    {"features": kind, "split": "test", "train_split": "train", **probe}
-                )
-        if kind == "raw_pixels":
-            continue
-        split, embeddings = (
-            ("test", test.by_kind[kind]) if test is not None else ("train", train_features)
+    kinds = list(train.by_kind)
+    if test is not None and set(test.by_kind) != set(kinds):
+        raise ValueError(
+            f"train and test hold different feature kinds: {sorted(kinds)} vs {sorted(test.by_kind)}"
         )
-        metrics = collapse_metrics(embeddings)
-        results["collapse"].append({"features": kind, "split": split, **metrics})
+    learned = [kind for kind in kinds if kind != "raw_pixels"]
+    results: dict[str, Records] = {"knn": [], "linear_probe": [], "collapse": []}
+    if test is not None and has_labels(train, num_classes) and has_labels(test, num_classes):
+        results["knn"] = knn_records(train, test, num_classes, eval_cfg, kinds)
+        if linear:
+            results["linear_probe"] = linear_probe_records(
+                train, test, num_classes, eval_cfg, learned
+            )
+    spectra = {}
+    split, features = ("test", test) if test is not None else ("train", train)
+    for kind in learned:
+        embeddings = features.by_kind[kind]
+        results["collapse"].append(
+            {"features": kind, "split": split, **collapse_metrics(embeddings)}
+        )
         spectra[kind] = singular_value_spectrum(embeddings)
     if out_dir is not None and spectra:
         plot_spectra(
@@ -86,23 +153,35 @@ def evaluate_features(
     return results
 
 
-def format_results(results: dict[str, list[dict[str, Any]]]) -> str:
-    """A short plain-text table of kNN, linear-probe and collapse numbers."""
+def format_results(results: dict[str, Records]) -> str:
+    """A short plain-text table of kNN, linear-probe and collapse numbers (missing parts skipped).
+
+    top5 means top-min(5, classes), as in the records.
+    """
     lines = []
     if results.get("knn"):
-        lines.append(f"{'kNN (cosine, weighted)':<28}{'k':>5}{'t':>6}{'top1':>8}{'top5':>8}")
+        lines.append(f"{'kNN (cosine, weighted)':<28}{'k':>5}{'t':>7}{'top1':>9}{'top5':>9}")
         for r in results["knn"]:
             lines.append(
-                f"  {r['features']:<26}{r['k']:>5}{r['t']:>6}{100 * r['top1']:>7.2f}%{100 * r['top5']:>7.2f}%"
+                f"  {r['features']:<26}{r['k']:>5}{r['t']:>7g}"
+                f"{_percent(r['top1']):>9}{_percent(r['top5']):>9}"
             )
     if results.get("linear_probe"):
-        lines.append(f"{'linear probe':<39}{'top1':>8}{'top5':>8}")
+        lines.append(f"{'linear probe':<28}{'epochs':>12}{'top1':>9}{'top5':>9}")
         for r in results["linear_probe"]:
-            lines.append(f"  {r['features']:<37}{100 * r['top1']:>7.2f}%{100 * r['top5']:>7.2f}%")
+            lines.append(
+                f"  {r['features']:<26}{r.get('epochs', ''):>12}"
+                f"{_percent(r['top1']):>9}{_percent(r['top5']):>9}"
+            )
     if results.get("collapse"):
-        lines.append(f"{'collapse':<28}{'dim':>6}{'RankMe':>9}{'low-rank':>10}{'dead':>7}")
+        lines.append(f"{'collapse':<28}{'dim':>6}{'RankMe':>9}{'low-rank':>10}{'dead':>9}")
         for r in results["collapse"]:
             lines.append(
-                f"  {r['features']:<26}{r['dim']:>6}{r['rankme']:>9.1f}{100 * r['low_rankness']:>9.1f}%{100 * r['dead_units']:>6.1f}%"
+                f"  {r['features']:<26}{r['dim']:>6}{r['rankme']:>9.1f}"
+                f"{_percent(r['low_rankness'], 1):>10}{_percent(r['dead_units'], 1):>9}"
             )
     return "\n".join(lines)
+
+
+def _percent(fraction: float, digits: int = 2) -> str:
+    return f"{100 * fraction:.{digits}f}%"

@@ -1,0 +1,10 @@
+"""Linear probe on frozen features: python eval/linear_probe.py PATH [dotted.key=value ...].
+
+PATH is a run directory, a .ckpt file or an export directory; see ssl_syre/evaluation/cli.py.
+"""
+
+from ssl_syre.errors import run_cli
+from ssl_syre.evaluation.cli import main_linear_probe
+
+if __name__ == "__main__":
+    run_cli(main_linear_probe)

@@ -1,0 +1,174 @@
+"""eval/knn.py and eval/linear_probe.py on a run directory, a checkpoint and an export:
+metrics.json reproduced exactly, overrides, JSON output, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ssl_syre.config import load_config
+from ssl_syre.errors import run_cli
+from ssl_syre.evaluation.cli import main_knn, main_linear_probe
+from tests.conftest import ROOT, TINY
+
+pytestmark = pytest.mark.slow
+
+FAST = ["eval.online_every_n_epochs=0", "trainer.enable_progress_bar=false"]
+
+
+def train_in_process(output_dir: Path, *overrides: str) -> Path:
+    """Run the training job of train.py in this process (no second interpreter to start)."""
+    from ssl_syre.pipeline import RUN_DIR_ENV, train
+
+    cfg = load_config(None, [*TINY, *FAST, f"output_dir={output_dir}", "run_name=run", *overrides])
+    try:
+        return train(cfg)
+    finally:
+        os.environ.pop(RUN_DIR_ENV, None)  # else a later run would reuse this directory
+
+
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "eval" / script), *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def by_protocol(records: list[dict]) -> dict[tuple, dict]:
+    return {(r["features"], r.get("k")): r for r in records}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny digits run with kNN, linear probe, projector and raw-pixel results."""
+    return train_in_process(tmp_path_factory.mktemp("cli") / "runs")
+
+
+@pytest.fixture(scope="module")
+def metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_knn_script_on_the_run_directory_reproduces_metrics_json(
+    run_dir: Path, metrics: dict
+) -> None:
+    """Same weights (last.ckpt is the model after fit), eval transform and batches: the
+    same features, so the same numbers, for every feature kind."""
+    done = run_script("knn.py", str(run_dir), "--features", "backbone,projector,raw_pixels")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "kNN (cosine, weighted)" in done.stdout and "eval_knn.json" in done.stdout
+    written = json.loads((run_dir / "eval_knn.json").read_text())
+    assert by_protocol(written["knn"]) == by_protocol(metrics["knn"])
+    assert {r["features"] for r in written["knn"]} == {"backbone", "projector", "raw_pixels"}
+    evaluated = written["evaluated"]
+    assert evaluated["source"] == "checkpoint" and evaluated["steps"] == metrics["run"]["steps"]
+    assert evaluated["train_size"] == 1437 and evaluated["test_size"] == 360
+
+
+def test_knn_on_the_checkpoint_file(run_dir: Path, metrics: dict, tmp_path: Path) -> None:
+    out = tmp_path / "ckpt.json"
+    written = run_cli(main_knn, [str(run_dir / "checkpoints" / "last.ckpt"), "--out", str(out)])
+    expected = [r for r in metrics["knn"] if r["features"] == "backbone"]
+    assert written["knn"] == expected
+    assert json.loads(out.read_text())["knn"] == expected
+
+
+def test_knn_on_the_export_directory_backbone_only(
+    run_dir: Path, metrics: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    written = run_cli(main_knn, [str(run_dir / "export"), "--out", str(tmp_path)])
+    assert written["evaluated"]["source"] == "export"
+    assert written["knn"] == [r for r in metrics["knn"] if r["features"] == "backbone"]
+    assert (tmp_path / "eval_knn.json").is_file()  # --out DIR writes DIR/eval_knn.json
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main_knn, [str(run_dir / "export"), "--features", "projector"])
+    assert exit_info.value.code == 2
+    assert "backbone only" in capsys.readouterr().err
+
+
+def test_overrides_change_the_protocol_and_the_data(run_dir: Path, tmp_path: Path) -> None:
+    written = run_cli(
+        main_knn,
+        [
+            str(run_dir),
+            "eval.knn_k=[5]",
+            "eval.knn_t=0.07",
+            "data.test_subset=100",
+            "--out",
+            str(tmp_path / "k5.json"),
+        ],
+    )
+    (record,) = written["knn"]
+    assert (record["features"], record["k"], record["t"]) == ("backbone", 5, 0.07)
+    assert 0.0 <= record["top1"] <= record["top5"] <= 1.0
+    assert written["evaluated"]["test_size"] == 100
+    assert written["evaluated"]["overrides"] == [
+        "eval.knn_k=[5]",
+        "eval.knn_t=0.07",
+        "data.test_subset=100",
+    ]
+
+
+def test_k_above_the_bank_is_clamped_once(run_dir: Path, tmp_path: Path) -> None:
+    written = run_cli(
+        main_knn,
+        [str(run_dir), "eval.knn_k=[5000,9000]", "data.train_subset=50", "--out", str(tmp_path)],
+    )
+    assert [r["k"] for r in written["knn"]] == [50]
+
+
+def test_linear_probe_script_writes_json_and_matches_metrics(run_dir: Path, metrics: dict) -> None:
+    written = run_cli(main_linear_probe, [str(run_dir), "--features", "backbone,projector"])
+    on_disk = json.loads((run_dir / "eval_linear_probe.json").read_text())
+    assert on_disk["linear_probe"] == written["linear_probe"]
+    # Deterministic probe (seed 0) on the same features: the numbers of metrics.json.
+    assert written["linear_probe"] == metrics["linear_probe"]
+    assert all("protocol" in r and r["epochs"] == 5 for r in written["linear_probe"])
+
+
+@pytest.mark.parametrize(
+    ("make_args", "needle"),
+    [
+        (lambda run, tmp: [str(tmp / "nothing")], "does not exist"),
+        (lambda run, tmp: [str(tmp)], "no checkpoints/last.ckpt"),
+        (lambda run, tmp: [str(run / "config.yaml")], "not a checkpoint"),
+        (lambda run, tmp: [str(_garbage(tmp))], "cannot load checkpoint"),
+        (lambda run, tmp: [str(run), "backbone.name=resnet18"], "cannot override"),
+        (lambda run, tmp: [str(run), "eval.knn_kk=3"], "did you mean 'knn_k'"),
+        (lambda run, tmp: [str(run), "--features", "backbon"], "did you mean 'backbone'"),
+        (lambda run, tmp: [], "pass PATH"),
+    ],
+)
+def test_bad_input_is_one_line(
+    make_args, needle: str, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main_knn, make_args(run_dir, tmp_path))
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+
+
+def test_bad_path_from_the_shell_is_one_line_exit_2(tmp_path: Path) -> None:
+    # eval/knn.py runs from the shell above; the in-process cases cover the messages.
+    done = run_script("linear_probe.py", str(tmp_path / "no_such_run"))
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "does not exist" in lines[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+
+
+def _garbage(folder: Path) -> Path:
+    path = folder / "broken.ckpt"
+    path.write_bytes(b"\x00not a checkpoint")
+    return path

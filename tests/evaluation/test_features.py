@@ -1,0 +1,38 @@
+"""extract_features: BatchNorm in eval mode for the backbone and a bound-method projector."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from ssl_syre.evaluation.features import eval_loader, extract_features
+
+
+class Method(nn.Module):
+    """Like SSLMethod: a backbone, a head with BatchNorm, `project` as a method."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))
+        self.projection_head = nn.Sequential(nn.Linear(8, 3), nn.BatchNorm1d(3))
+        self.frozen_copy = nn.BatchNorm1d(3).eval()  # like BYOL's momentum networks
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        return self.projection_head(features)
+
+
+def test_bound_method_projector_runs_in_eval_mode_and_modes_are_restored() -> None:
+    torch.manual_seed(0)
+    method = Method().train()
+    method.frozen_copy.eval()
+    state = {k: v.clone() for k, v in method.state_dict().items()}
+    data = TensorDataset(torch.randn(10, 4) * 5 + 3, torch.zeros(10, dtype=torch.long))
+    features = extract_features(method.backbone, eval_loader(data, 4), projector=method.project)
+    # Running statistics untouched: BN saw no batch statistics.
+    assert all(torch.equal(state[k], v) for k, v in method.state_dict().items())
+    # Batch size does not matter in eval mode (train-mode BN would differ per batch).
+    again = extract_features(method.backbone, eval_loader(data, 10), projector=method.project)
+    torch.testing.assert_close(features.by_kind["projector"], again.by_kind["projector"])
+    assert method.training and method.projection_head.training and method.backbone.training
+    assert not method.frozen_copy.training
