@@ -242,7 +242,7 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"config key 'syre.weight_decay' must be >= 0, got {cfg.syre.weight_decay}")
     if not 0 <= cfg.syre.d_eps < 1:
         raise UserError(f"config key 'syre.d_eps' must be in [0, 1), got {cfg.syre.d_eps}")
-    if any(k <= 0 for k in cfg.eval.knn_k):
+    if not cfg.eval.knn_k or any(k <= 0 for k in cfg.eval.knn_k):
         raise UserError(
             f"config key 'eval.knn_k' must hold positive integers, got {list(cfg.eval.knn_k)}"
         )

@@ -254,7 +254,8 @@ def _clamp_ks(ks: Sequence[int], num_train: int, warn: bool = True) -> list[int]
             f"k={max(ks)} exceeds the {num_train} train features; clamping to {num_train}",
             stacklevel=3,
         )
-    return [min(k, num_train) for k in ks]
+    # Equal ks after clamping (or repeated in the request) are one search result, one record.
+    return list(dict.fromkeys(min(k, num_train) for k in ks))
 
 
 def _torch_device(device: str | torch.device | None) -> torch.device:

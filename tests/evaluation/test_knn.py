@@ -94,3 +94,12 @@ def test_flattened_pixels_work_as_features():
         images.reshape(60, -1), labels, images.reshape(60, -1), labels, 3, ks=(1,)
     )
     assert records[0]["top1"] == 1.0  # every test image is its own nearest neighbour
+
+
+def test_repeated_or_clamped_ks_give_one_record_each() -> None:
+    generator = torch.Generator().manual_seed(0)
+    train = torch.randn(50, 8, generator=generator)
+    labels = torch.arange(50) % 5
+    with pytest.warns(UserWarning):
+        records = knn_classify(train, labels, train[:10], labels[:10], 5, ks=(5000, 9000, 20, 20))
+    assert [r["k"] for r in records] == [50, 20]
