@@ -1,0 +1,305 @@
+"""SyRe on/off ablation for SimCLR, BYOL and SimSiam: one train.py run per cell, one table.
+
+Each cell (method, SyRe on/off, seed) is one `python train.py benchmarks/configs/<method>.yaml
+syre.enabled=... seed=... output_dir=... run_name=...` subprocess with a fixed step budget
+(trainer.max_steps: deterministic, unlike wall time). With SyRe off the same gamma is plain
+weight decay toward 0, so the pair differs only in where the decay pulls. The script reads every
+run's metrics.json and writes mean +- std over seeds as a markdown table into
+benchmarks/RESULTS.md (between markers, so reruns replace it) and as JSON into
+benchmarks/results/. Finished cells are skipped unless --force, so an interrupted table resumes.
+
+Run:
+  python benchmarks/ablation.py                                  # whole table, CPU scale
+  python benchmarks/ablation.py --method simclr --syre on --seed 0   # one cell
+  python benchmarks/ablation.py --seeds 0 --max-steps 100        # a reduced budget
+  python benchmarks/ablation.py --collect-only                   # rebuild the table only
+  python benchmarks/ablation.py --scale gpu                      # resnet18, all 60k, more steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "benchmarks" / "configs"
+RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+METHODS = ("simclr", "byol", "simsiam")
+
+# Overrides on top of benchmarks/configs/<method>.yaml for each scale.
+SCALES: dict[str, dict[str, Any]] = {
+    # 2 CPU cores: test_resnet, 20k-image subset, 300 steps of batch 256 (~3.8 epochs).
+    "cpu": {"max_steps": 300, "overrides": []},
+    # One GPU: ResNet-18 with the 3x3 stem, all 60k images, 4680 steps (20 epochs of batch 256).
+    "gpu": {
+        "max_steps": 4680,
+        "overrides": [
+            "backbone.name=resnet18",
+            "backbone.small_image_stem=true",
+            "data.train_subset=null",
+            "data.num_workers=8",
+            "trainer.accelerator=gpu",
+            "trainer.precision=bf16-mixed",
+        ],
+    },
+}
+
+
+def run_name(method: str, syre: bool, seed: int, max_steps: int) -> str:
+    return f"{method}_syre-{'on' if syre else 'off'}_seed{seed}_steps{max_steps}"
+
+
+def run_cell(
+    method: str,
+    syre: bool,
+    seed: int,
+    args: argparse.Namespace,
+    max_steps: int,
+) -> Path:
+    """Train one cell unless its metrics.json exists; return its run directory."""
+    output_dir = Path(args.output_dir) / args.scale
+    run_dir = output_dir / run_name(method, syre, seed, max_steps)
+    if (run_dir / "metrics.json").is_file() and not args.force:
+        print(f"skip (done): {run_dir}", flush=True)
+        return run_dir
+    if run_dir.exists():  # --force, or a run interrupted before its metrics.json
+        shutil.rmtree(run_dir)
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        str(CONFIGS / f"{method}.yaml"),
+        f"syre.enabled={str(syre).lower()}",
+        f"seed={seed}",
+        f"output_dir={output_dir}",
+        f"run_name={run_dir.name}",
+        f"trainer.max_steps={max_steps}",
+        "export=false",
+        *SCALES[args.scale]["overrides"],
+        *args.set,
+    ]
+    print("$ " + " ".join(command), flush=True)
+    if args.dry_run:
+        return run_dir
+    started = time.time()
+    log = output_dir / f"{run_dir.name}.log"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if args.threads:
+        # On a shared, loaded CPU, 2 OpenMP threads that spin-wait for each other can be 4x
+        # slower than one (measured here: see RESULTS.md), so the thread count is a knob.
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    with log.open("w") as handle:
+        result = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        tail = log.read_text()[-2000:]
+        raise SystemExit(f"cell failed (exit {result.returncode}), log {log}:\n{tail}")
+    print(f"done in {time.time() - started:.0f} s: {run_dir}", flush=True)
+    return run_dir
+
+
+def pick(records: list[dict[str, Any]], **where: Any) -> dict[str, Any] | None:
+    for record in records:
+        if all(record.get(key) == value for key, value in where.items()):
+            return record
+    return None
+
+
+def cell_numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numbers of one run that go into the table (accuracies in %)."""
+    knn, probe, collapse = metrics["knn"], metrics["linear_probe"], metrics["collapse"]
+    row: dict[str, float] = {}
+    for features in ("backbone", "projector", "raw_pixels"):
+        for k in (200, 20):
+            record = pick(knn, features=features, k=k)
+            if record is not None:
+                row[f"knn{k}_{features}"] = 100 * record["top1"]
+        record = pick(probe, features=features)
+        if record is not None:
+            row[f"linear_{features}"] = 100 * record["top1"]
+        record = pick(collapse, features=features)
+        if record is not None:
+            row[f"rankme_{features}"] = record["rankme"]
+            row[f"lowrank_{features}"] = 100 * record["low_rankness"]
+            row[f"dim_{features}"] = record["dim"]
+    row["wall_time_s"] = metrics["run"]["wall_time_s"]
+    row["steps"] = metrics["run"]["steps"]
+    return row
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": std, "n": len(values)}
+
+
+def fmt(stats: dict[str, float] | None, digits: int = 1) -> str:
+    if stats is None:
+        return "-"
+    if stats["n"] > 1:
+        return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+    return f"{stats['mean']:.{digits}f}"
+
+
+def collect(args: argparse.Namespace, max_steps: int) -> dict[str, Any]:
+    """Mean and std over seeds for every (method, syre) pair that has finished runs."""
+    output_dir = Path(args.output_dir) / args.scale
+    rows: list[dict[str, Any]] = []
+    raw: dict[str, dict[int, float]] = {}
+    for method in METHODS:
+        for syre in (False, True):
+            per_seed = {}
+            pattern = run_name(method, syre, 0, max_steps).replace("_seed0_", "_seed*_")
+            for path in sorted(output_dir.glob(f"{pattern}/metrics.json")):
+                seed = int(path.parent.name.split("_seed")[1].split("_")[0])
+                if args.table_seeds is None or seed in args.table_seeds:
+                    per_seed[seed] = cell_numbers(json.loads(path.read_text()))
+            if not per_seed:
+                continue
+            keys = sorted({key for numbers in per_seed.values() for key in numbers})
+            stats = {
+                key: summarize([n[key] for n in per_seed.values() if key in n]) for key in keys
+            }
+            # Raw pixels depend only on the seed's data subset, not on the method: once per seed.
+            for key in ("knn200_raw_pixels", "knn20_raw_pixels"):
+                for seed, numbers in per_seed.items():
+                    if key in numbers:
+                        raw.setdefault(key, {})[seed] = numbers[key]
+            rows.append(
+                {
+                    "method": method,
+                    "syre": syre,
+                    "seeds": sorted(per_seed),
+                    "stats": stats,
+                    "per_seed": per_seed,
+                }
+            )
+    return {
+        "scale": args.scale,
+        "max_steps": max_steps,
+        "config_overrides": SCALES[args.scale]["overrides"] + list(args.set),
+        "protocol": {
+            "knn": "cosine similarity, weighted vote exp(s/t), t=0.1, k=200 and k=20; "
+            "bank = SSL training subset (eval transform), queries = full test split",
+            "linear_probe": "ssl_syre.evaluation.linear.linear_probe on frozen cached "
+            "features (eval.linear_epochs, default 30), top-1 on the test split",
+            "collapse": "RankMe and low-rankness of test-split embeddings "
+            "(ssl_syre.evaluation.collapse)",
+        },
+        "rows": rows,
+        "raw_pixels": {key: summarize(list(values.values())) for key, values in raw.items()},
+    }
+
+
+def markdown(table: dict[str, Any]) -> str:
+    lines = [
+        f"Scale `{table['scale']}`, trainer.max_steps={table['max_steps']}, "
+        f"overrides: `{' '.join(table['config_overrides']) or '-'}`. "
+        "Mean ± std over the seeds listed (std only when n > 1). Accuracies in % on the "
+        "Fashion-MNIST test split (all 10k images unless data.test_subset is overridden).",
+        "",
+        "| method | SyRe | seeds | kNN k=200 | kNN k=20 | linear (backbone) | "
+        "linear (projector) | RankMe backbone | low-rank backbone % | RankMe projector | "
+        "low-rank projector % | wall time s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in table["rows"]:
+        s = row["stats"]
+        dim_b = int(s["dim_backbone"]["mean"]) if "dim_backbone" in s else "?"
+        dim_p = int(s["dim_projector"]["mean"]) if "dim_projector" in s else "?"
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    row["method"],
+                    "on" if row["syre"] else "off (plain wd)",
+                    ",".join(map(str, row["seeds"])),
+                    fmt(s.get("knn200_backbone")),
+                    fmt(s.get("knn20_backbone")),
+                    fmt(s.get("linear_backbone")),
+                    fmt(s.get("linear_projector")),
+                    f"{fmt(s.get('rankme_backbone'))} / {dim_b}",
+                    fmt(s.get("lowrank_backbone")),
+                    f"{fmt(s.get('rankme_projector'))} / {dim_p}",
+                    fmt(s.get("lowrank_projector")),
+                    fmt(s.get("wall_time_s"), 0),
+                ]
+            )
+            + " |"
+        )
+    raw = table["raw_pixels"]
+    if raw:
+        lines.append(
+            f"| raw pixels (784-d) | - | same splits | {fmt(raw.get('knn200_raw_pixels'))} | "
+            f"{fmt(raw.get('knn20_raw_pixels'))} | - | - | - | - | - | - | - |"
+        )
+    return "\n".join(lines)
+
+
+def write_results(table: dict[str, Any]) -> None:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    name = f"ablation_{table['scale']}_steps{table['max_steps']}"
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(table, indent=2))
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    block = f"{begin}\n{markdown(table)}\n{end}"
+    text = RESULTS_MD.read_text() if RESULTS_MD.is_file() else "# Benchmark results\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    RESULTS_MD.write_text(text)
+    print(f"wrote {RESULTS_DIR / (name + '.json')} and the {name} block of {RESULTS_MD}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--syre", choices=["on", "off", "both"], default="both")
+    parser.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
+    parser.add_argument("--max-steps", type=int, help="override the scale's step budget")
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="extra train.py overrides (key=value) for every cell"
+    )
+    parser.add_argument("--output-dir", default=str(ROOT / "runs" / "ablation"))
+    parser.add_argument(
+        "--threads", type=int, help="OMP_NUM_THREADS for each cell (default: inherit)"
+    )
+    parser.add_argument("--force", action="store_true", help="rerun finished cells")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument("--collect-only", action="store_true", help="only rebuild the table")
+    parser.add_argument(
+        "--table-seeds",
+        type=int,
+        nargs="+",
+        help="seeds that the table averages over (default: every finished seed)",
+    )
+    args = parser.parse_args()
+    max_steps = args.max_steps or SCALES[args.scale]["max_steps"]
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    if not args.collect_only:
+        syre_values = {"on": [True], "off": [False], "both": [False, True]}[args.syre]
+        # Seed-major order: a partial table already covers every method and both SyRe settings.
+        for seed in args.seeds:
+            for method in args.method:
+                for syre in syre_values:
+                    run_cell(method, syre, seed, args, max_steps)
+    if args.dry_run:
+        return
+    table = collect(args, max_steps)
+    if table["rows"]:
+        write_results(table)
+        print(markdown(table))
+
+
+if __name__ == "__main__":
+    main()

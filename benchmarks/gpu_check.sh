@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# One-GPU check, under 8 minutes: SimCLR + ResNet-18 (3x3 stem) throughput at 32x32 (fp32/bf16,
+# channels_last; model alone and train.py's path), GPU utilisation sampled with nvidia-smi
+# while train.py's path runs, SyRe overhead on the GPU, and the extrapolated time of lightly's
+# 200-epoch CIFAR-10 recipe. Data are synthetic CIFAR-sized images (no CIFAR on these machines).
+#
+# Run from the repository root:  bash benchmarks/gpu_check.sh [RESULTS_DIR]
+# RESULTS_DIR defaults to $OUT (the device runner's folder) or benchmarks/results/gpu.
+# Every step has its own timeout and a failure does not stop the others; summary.txt lists
+# each step's exit status.
+set -u
+cd "$(dirname "$0")/.."
+RESULTS="${1:-${OUT:-benchmarks/results/gpu}}"
+mkdir -p "$RESULTS"
+PY="${PYTHON:-python3}"
+SUMMARY="$RESULTS/summary.txt"
+: > "$SUMMARY"
+
+step() {  # step NAME TIMEOUT_S COMMAND...: run, log, record the exit status
+  local name="$1" limit="$2"
+  shift 2
+  echo "== $name (limit ${limit}s): $*" | tee -a "$SUMMARY"
+  local started=$SECONDS
+  timeout --signal=TERM --kill-after=10 "$limit" "$@" > "$RESULTS/$name.log" 2>&1
+  local rc=$?
+  echo "   exit $rc after $((SECONDS - started)) s" | tee -a "$SUMMARY"
+  tail -n 5 "$RESULTS/$name.log" | sed 's/^/   | /' | tee -a "$SUMMARY"
+}
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  nproc
+  "$PY" -c "import torch, lightning, timm, lightly; print('torch', torch.__version__, \
+'cuda', torch.version.cuda, 'lightning', lightning.__version__, 'timm', timm.__version__, \
+'lightly', lightly.__version__)"
+} > "$RESULTS/environment.txt" 2>&1
+cat "$RESULTS/environment.txt" >> "$SUMMARY"
+
+# 1. The training step alone: fp32 / bf16 x contiguous / channels_last (about 1 min).
+step model_throughput 150 "$PY" benchmarks/gpu_throughput.py --parts model \
+  --out "$RESULTS/model_throughput.json"
+
+# 2. train.py's path (Lightning, lightly transforms in workers, bf16-mixed, SyRe on), with
+#    nvidia-smi sampling utilisation every 0.5 s meanwhile (about 2 min).
+nvidia-smi --query-gpu=timestamp,utilization.gpu,utilization.memory,memory.used,power.draw \
+  --format=csv,noheader,nounits -lms 500 > "$RESULTS/nvidia_smi.csv" 2>/dev/null &
+SMI_PID=$!
+step pipeline_throughput 200 "$PY" benchmarks/gpu_throughput.py --parts pipeline \
+  --pipeline-steps 60 --out "$RESULTS/pipeline_throughput.json"
+kill "$SMI_PID" 2>/dev/null
+wait "$SMI_PID" 2>/dev/null
+"$PY" - "$RESULTS/nvidia_smi.csv" >> "$SUMMARY" 2>&1 <<'PYEOF'
+import sys
+rows = [line.split(",") for line in open(sys.argv[1]) if line.count(",") >= 4]
+util = sorted(float(r[1]) for r in rows if r[1].strip().replace(".", "").isdigit())
+if util:
+    busy = util[len(util) // 10 :]  # drop the idle start-up tenth
+    print(f"   GPU utilisation during pipeline_throughput: median {busy[len(busy) // 2]:.0f}%, "
+          f"mean {sum(busy) / len(busy):.0f}% over {len(util)} samples (0.5 s)")
+else:
+    print("   no nvidia-smi samples")
+PYEOF
+
+# 3. SyRe overhead on the GPU: plain weight decay vs SyRe, interleaved (about 1.5 min).
+step syre_overhead 150 "$PY" benchmarks/syre_overhead.py --device cuda --model resnet18 \
+  --batch-size 512 --steps 40 --out "$RESULTS/syre_overhead_cuda.json"
+
+echo "results in $RESULTS" | tee -a "$SUMMARY"

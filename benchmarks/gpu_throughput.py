@@ -1,0 +1,196 @@
+"""GPU throughput of SimCLR + ResNet-18 (3x3 stem) at 32x32: model alone and train.py's path.
+
+Two measurements, both on synthetic CIFAR-sized data (CIFAR is not on these machines):
+
+- `model`: the training step alone (backbone + SimCLR head + NT-Xent + SGD) on random tensors
+  already on the GPU, for fp32 / bf16 autocast, each with and without channels_last: the
+  ceiling that the data pipeline cannot beat.
+- `pipeline`: `ssl_syre.pipeline.train` as train.py runs it (Lightning, lightly's SimCLRTransform
+  on PIL images in DataLoader workers, bf16-mixed, SyRe on), with the data set replaced by
+  random uint8 32x32x3 images and the final evaluation skipped.
+
+From the pipeline's images/s it extrapolates lightly's CIFAR-10 recipe: 200 epochs of 50,000
+images at batch 512 (drop_last: 97 steps per epoch), to compare with lightly's 87.1 min for
+SimCLR on one RTX A6000 (DESIGN.md section 3).
+
+Run: python benchmarks/gpu_throughput.py [--parts model,pipeline] [--out gpu_throughput.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from ssl_syre import pipeline  # noqa: E402
+from ssl_syre.backbones import create_backbone  # noqa: E402
+from ssl_syre.callbacks import ReseedEachEpoch  # noqa: E402
+from ssl_syre.config import load_config  # noqa: E402
+from ssl_syre.data import ArrayImageDataset  # noqa: E402
+
+CIFAR10_IMAGES, RECIPE_EPOCHS, RECIPE_BATCH = 50_000, 200, 512
+LIGHTLY_SIMCLR_MINUTES = 87.1  # lightly's benchmark, bs512, 200 epochs, RTX A6000
+
+
+def model_step_throughput(
+    args: argparse.Namespace, precision: str, channels_last: bool
+) -> dict[str, Any]:
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules import SimCLRProjectionHead
+
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    backbone = create_backbone("resnet18", in_chans=3, small_image_stem=True)
+    model = nn.Sequential(backbone, SimCLRProjectionHead(512, 2048, 128)).to(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    criterion = NTXentLoss(temperature=0.5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.24, momentum=0.9, weight_decay=5e-4)
+    views = [
+        torch.randn(args.batch_size, 3, 32, 32, device=device).to(memory_format=memory_format)
+        for _ in range(2)
+    ]
+    dtype = torch.bfloat16 if precision == "bf16" else None
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype is not None):
+            loss = criterion(model(views[0]), model(views[1]))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(args.warmup):
+        step()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(args.model_steps):
+        step()
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {
+        "precision": precision,
+        "channels_last": channels_last,
+        "images_per_s": args.model_steps * args.batch_size / seconds,
+        "step_ms": 1e3 * seconds / args.model_steps,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
+    }
+
+
+def pipeline_throughput(args: argparse.Namespace) -> dict[str, Any]:
+    times: dict[str, float] = {}
+
+    class TimedReseedEachEpoch(ReseedEachEpoch):
+        def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, index: int) -> None:
+            if index == args.warmup:
+                torch.cuda.synchronize()
+                times["start"] = time.perf_counter()
+
+        def on_train_batch_end(
+            self, trainer: Any, module: Any, outputs: Any, batch: Any, index: int
+        ) -> None:
+            if index == args.warmup + args.pipeline_steps - 1:
+                torch.cuda.synchronize()
+                times["end"] = time.perf_counter()
+
+    rng = np.random.default_rng(0)
+    count = (args.warmup + args.pipeline_steps) * args.batch_size
+    images = rng.integers(0, 256, size=(count, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=count)
+
+    def ssl_dataset(data_cfg: Any, transform: Any, seed: int) -> ArrayImageDataset:
+        return ArrayImageDataset(images, labels, transform)
+
+    def eval_datasets(data_cfg: Any, seed: int, normalize: bool = True) -> tuple[Any, Any]:
+        small = ArrayImageDataset(images[:512], labels[:512])
+        return small, small
+
+    os.environ.pop(pipeline.RUN_DIR_ENV, None)
+    with tempfile.TemporaryDirectory() as output_dir:
+        cfg = load_config(
+            str(ROOT / "configs" / "simclr_cifar10.yaml"),
+            [
+                "backbone.name=resnet18",
+                "backbone.small_image_stem=true",
+                f"data.batch_size={args.batch_size}",
+                f"data.num_workers={args.num_workers}",
+                "data.download=false",
+                "syre.enabled=true",
+                "eval.online_every_n_epochs=0",
+                "trainer.accelerator=gpu",
+                "trainer.devices=1",
+                "trainer.precision=bf16-mixed",
+                "trainer.max_epochs=-1",
+                f"trainer.max_steps={args.warmup + args.pipeline_steps}",
+                "trainer.enable_progress_bar=false",
+                f"output_dir={output_dir}",
+                "export=false",
+            ],
+        )
+        with (
+            mock.patch.object(pipeline, "ReseedEachEpoch", TimedReseedEachEpoch),
+            mock.patch.object(pipeline, "build_ssl_dataset", ssl_dataset),
+            mock.patch.object(pipeline, "build_eval_datasets", eval_datasets),
+            mock.patch.object(pipeline, "finish", lambda *a, **k: None),
+        ):
+            pipeline.train(cfg)
+    seconds = times["end"] - times["start"]
+    images_per_s = args.pipeline_steps * args.batch_size / seconds
+    steps = RECIPE_EPOCHS * (CIFAR10_IMAGES // RECIPE_BATCH)
+    minutes = steps * RECIPE_BATCH / images_per_s / 60
+    return {
+        "batch_size": args.batch_size,
+        "num_workers": args.num_workers,
+        "images_per_s": images_per_s,
+        "step_ms": 1e3 * seconds / args.pipeline_steps,
+        "recipe": f"{RECIPE_EPOCHS} epochs x {CIFAR10_IMAGES} images, batch {RECIPE_BATCH}",
+        "recipe_minutes_extrapolated": minutes,
+        "lightly_a6000_minutes": LIGHTLY_SIMCLR_MINUTES,
+        "note": "training steps only: no online kNN, checkpoint or evaluation time",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="model,pipeline")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--num-workers", type=int, default=min(14, os.cpu_count() or 1))
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--model-steps", type=int, default=30)
+    parser.add_argument("--pipeline-steps", type=int, default=40)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: this benchmark needs a GPU")
+    torch.backends.cudnn.benchmark = True
+    result: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
+    parts = args.parts.split(",")
+    if "model" in parts:
+        result["model"] = []
+        for precision in ("fp32", "bf16"):
+            for channels_last in (False, True):
+                row = model_step_throughput(args, precision, channels_last)
+                result["model"].append(row)
+                print(json.dumps(row), flush=True)
+    if "pipeline" in parts:
+        result["pipeline"] = pipeline_throughput(args)
+        print(json.dumps(result["pipeline"]), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

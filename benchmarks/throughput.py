@@ -1,0 +1,249 @@
+"""Training throughput of our SimCLR (train.py's Lightning path) against a bare lightly loop.
+
+Variants, measured side by side in one process (rotating order, several repeats, warm-up steps
+excluded), all with the same backbone, head, data, batch, workers, optimizer and learning rate:
+
+- `bare_lightly`: a plain PyTorch loop written the way lightly's examples are (SimCLRTransform,
+  DataLoader, SimCLRProjectionHead, NTXentLoss, SGD with weight decay; no Lightning).
+- `ours_syre_off`: `ssl_syre.pipeline.train` exactly as train.py runs it (Trainer, loggers,
+  checkpoint callback, reseeding, cosine schedule), SyRe off, with the final evaluation skipped.
+- `ours_syre_on`: the same with SyRe on (decay toward anchors in the optimizer hook).
+
+Throughput = images per second over the timed steps (the time from the start of the first
+timed step to the end of the last one, so data-loader waits count). Steps stay inside one epoch.
+
+Run: python benchmarks/throughput.py [--steps 10] [--warmup 3] [--repeats 3] [--out result.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import lightning.pytorch as pl
+import numpy as np
+import timm
+import torch
+from lightly.loss import NTXentLoss
+from lightly.models.modules import SimCLRProjectionHead
+from lightly.transforms import SimCLRTransform
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from ssl_syre import pipeline  # noqa: E402
+from ssl_syre.callbacks import ReseedEachEpoch  # noqa: E402
+from ssl_syre.config import load_config  # noqa: E402
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+MEAN, STD = (0.2860,), (0.3530,)  # Fashion-MNIST train statistics (what our data module uses)
+
+
+class StepTimer:
+    """Wall-clock time from the start of step `warmup` to the end of the last step."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.start: float | None = None
+        self.end: float | None = None
+        self.steps = 0
+
+    def batch_start(self, index: int) -> None:
+        if index == self.warmup:
+            self.start = time.perf_counter()
+
+    def batch_end(self, index: int) -> None:
+        if index >= self.warmup:
+            self.end = time.perf_counter()
+            self.steps = index - self.warmup + 1
+
+    def images_per_second(self, batch_size: int) -> float:
+        assert self.start is not None and self.end is not None
+        return self.steps * batch_size / (self.end - self.start)
+
+
+# ----- bare lightly loop ---------------------------------------------------------------------
+class FashionMNISTPIL(Dataset):
+    """Fashion-MNIST's train split from the IDX files as PIL images, like torchvision's."""
+
+    def __init__(self, transform: Any, size: int) -> None:
+        with gzip.open(FASHION_MNIST / "train-images-idx3-ubyte.gz") as handle:
+            images = np.frombuffer(handle.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+        self.images = images[np.random.default_rng(0).permutation(len(images))[:size]]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.transform(Image.fromarray(self.images[index], mode="L")), 0
+
+
+class SimCLRModel(nn.Module):
+    def __init__(self, backbone: nn.Module, hidden: int, out: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projection_head = SimCLRProjectionHead(backbone.num_features, hidden, out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projection_head(self.backbone(x))
+
+
+def bare_lightly(args: argparse.Namespace) -> float:
+    torch.manual_seed(0)
+    transform = SimCLRTransform(
+        input_size=28, gaussian_blur=0.0, normalize={"mean": MEAN, "std": STD}
+    )
+    dataset = FashionMNISTPIL(transform, args.subset)
+    dataloader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.num_workers,
+    )
+    backbone = timm.create_model(args.backbone, num_classes=0, in_chans=1)
+    model = SimCLRModel(backbone, args.hidden_dim, args.output_dim)
+    criterion = NTXentLoss(temperature=0.5)
+    lr = args.lr * args.batch_size / 128
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    timer = StepTimer(args.warmup)
+    model.train()
+    for index, batch in enumerate(dataloader):
+        timer.batch_start(index)
+        x0, x1 = batch[0]
+        z0, z1 = model(x0), model(x1)
+        loss = criterion(z0, z1)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        timer.batch_end(index)
+        if index + 1 == args.warmup + args.steps:
+            break
+    return timer.images_per_second(args.batch_size)
+
+
+# ----- ours: ssl_syre.pipeline.train as train.py runs it -------------------------------------
+def ours(args: argparse.Namespace, syre: bool) -> float:
+    timer = StepTimer(args.warmup)
+
+    class TimedReseedEachEpoch(ReseedEachEpoch):
+        """ReseedEachEpoch plus step timing: rides along in pipeline.train's callback list."""
+
+        def on_train_batch_start(
+            self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int
+        ) -> None:
+            timer.batch_start(batch_idx)
+
+        def on_train_batch_end(
+            self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+        ) -> None:
+            timer.batch_end(batch_idx)
+
+    # pipeline.train leaves its run directory in the environment for DDP children; a second
+    # call in the same process would otherwise reuse the first (deleted) directory.
+    os.environ.pop(pipeline.RUN_DIR_ENV, None)
+    with tempfile.TemporaryDirectory() as output_dir:
+        cfg = load_config(
+            None,
+            [
+                "method=simclr",
+                f"backbone.name={args.backbone}",
+                f"method_kwargs.projection_hidden_dim={args.hidden_dim}",
+                f"method_kwargs.projection_output_dim={args.output_dim}",
+                f"data.batch_size={args.batch_size}",
+                f"data.num_workers={args.num_workers}",
+                f"data.train_subset={args.subset}",
+                f"optimizer.lr={args.lr}",
+                "optimizer.weight_decay=5e-4",
+                f"syre.enabled={str(syre).lower()}",
+                "eval.online_every_n_epochs=0",
+                "trainer.max_epochs=-1",
+                f"trainer.max_steps={args.warmup + args.steps}",
+                "trainer.accelerator=cpu",
+                "trainer.devices=1",
+                "trainer.enable_progress_bar=false",
+                "trainer.enable_model_summary=false",
+                f"output_dir={output_dir}",
+                "export=false",
+            ],
+        )
+        with (
+            mock.patch.object(pipeline, "ReseedEachEpoch", TimedReseedEachEpoch),
+            mock.patch.object(pipeline, "finish", lambda *a, **k: None),
+        ):
+            pipeline.train(cfg)
+    return timer.images_per_second(args.batch_size)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="test_resnet")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--hidden-dim", type=int, default=512)
+    parser.add_argument("--output-dim", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.06, help="x batch/128, as lightly's recipe")
+    parser.add_argument("--subset", type=int, default=20000, help="training images")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per run")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variants", default="bare_lightly,ours_syre_off,ours_syre_on")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args()
+    if (args.warmup + args.steps) * args.batch_size > args.subset:
+        parser.error("warm-up + timed steps must fit in one epoch of --subset images")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runners = {
+        "bare_lightly": lambda: bare_lightly(args),
+        "ours_syre_off": lambda: ours(args, syre=False),
+        "ours_syre_on": lambda: ours(args, syre=True),
+    }
+    variants = args.variants.split(",")
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for repeat in range(args.repeats):
+        # Rotate the order so that drift on a shared machine hits every variant alike.
+        order = variants[repeat % len(variants) :] + variants[: repeat % len(variants)]
+        for name in order:
+            value = runners[name]()
+            samples[name].append(value)
+            print(f"repeat {repeat} {name:<14} {value:8.1f} images/s", flush=True)
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    reference = medians.get("bare_lightly")
+    print(f"\n{'variant':<16}{'median img/s':>14}{'vs bare lightly':>17}   samples")
+    for name, value in medians.items():
+        ratio = f"{value / reference:.3f}" if reference else "-"
+        values = ", ".join(f"{v:.1f}" for v in samples[name])
+        print(f"{name:<16}{value:>14.1f}{ratio:>17}   {values}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        result = {
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "torch_threads": torch.get_num_threads(),
+            "machine": platform.processor() or platform.machine(),
+            "samples_images_per_s": samples,
+            "median_images_per_s": medians,
+            "ratio_vs_bare_lightly": {
+                name: value / reference for name, value in medians.items() if reference
+            },
+        }
+        args.out.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
