@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from ssl_syre.data import build_eval_datasets  # noqa: E402
 from ssl_syre.evaluation.collapse import plot_spectra, singular_value_spectrum  # noqa: E402
 from ssl_syre.evaluation.features import eval_loader, extract_features  # noqa: E402
-from ssl_syre.methods import METHODS  # noqa: E402
+from ssl_syre.export import model_from_checkpoint  # noqa: E402
 
 
 def variant_overrides(variant: str) -> list[str]:
@@ -71,9 +71,8 @@ def train_variant(variant: str, args: argparse.Namespace) -> Path:
 def spectra_of(run_dir: Path) -> dict[str, torch.Tensor]:
     """Singular values of backbone and projector embeddings of the run's test subset."""
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    hparams = torch.load(checkpoint, map_location="cpu", weights_only=False)["hyper_parameters"]
-    method_cls = METHODS[hparams["cfg"]["method"]]
-    model = method_cls.load_from_checkpoint(checkpoint, map_location="cpu")
+    model, state = model_from_checkpoint(checkpoint)  # weights_only=True: no pickle of code
+    hparams = state["hyper_parameters"]
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.create(hparams["cfg"])

@@ -3,33 +3,115 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.data import Dataset, Sampler
 
 from ssl_syre.evaluation.collapse import collapse_metrics
 from ssl_syre.evaluation.features import eval_loader, extract_features
 from ssl_syre.evaluation.knn import knn_classify
 
 
-class ReseedEachEpoch(pl.Callback):
-    """Seed every RNG from (seed, epoch) before each epoch's data loader starts.
+def epoch_seed(seed: int, epoch: int, *stream: int) -> int:
+    """A 31-bit seed that depends only on (seed, epoch, stream...), well mixed by SeedSequence."""
+    state = np.random.SeedSequence([seed, epoch, *stream]).generate_state(1)[0]
+    return int(state) & 0x7FFF_FFFF
 
-    Shuffling, worker seeds and augmentations then depend only on the epoch, so a run resumed
-    from an epoch-end checkpoint replays exactly the epochs an uninterrupted run would.
+
+def seed_all(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# Streams of epoch_seed, so that shuffling, workers and the main process draw unrelated numbers.
+_MAIN, _ORDER, _WORKER = 0, 1, 2
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffle `range(size)` by (seed, epoch) alone; seed DataLoader workers the same way.
+
+    torch's RandomSampler draws its order from the global RNG when the DataLoader iterator is
+    created, and Lightning creates the first iterator of a process before
+    `on_train_epoch_start` (in `FitLoop.setup_data`), later ones after it. An uninterrupted
+    run and a resumed one would then shuffle epoch k differently. Here the order is a pure
+    function of the epoch, which `ReseedEachEpoch` sets from the checkpoint before the first
+    iterator exists. Use with `DataLoader(sampler=s, worker_init_fn=s.seed_worker,
+    generator=torch.Generator())`: the private generator keeps the iterator's own seed draw
+    out of the global RNG, and `seed_worker` replaces that seed in each worker.
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, size: int, seed: int) -> None:
+        self.size = size
         self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, _ORDER))
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def seed_worker(self, worker_id: int) -> None:
+        """DataLoader `worker_init_fn`: seed from (seed, epoch, process rank, worker id).
+
+        A worker is started with a copy of this sampler as it was when the iterator was
+        created, so its epoch is the one whose order it loads.
+        """
+        seed_all(epoch_seed(self.seed, self.epoch, _WORKER, rank_zero_only.rank, worker_id))
+
+
+class ReseedEachEpoch(pl.Callback):
+    """Seed every RNG from (seed, epoch) as each epoch starts, for exact resume.
+
+    The main process's generators (augmentations when data.num_workers=0, dropout, ...) are
+    reseeded in `on_train_epoch_start`; the data order and the workers' generators come from
+    an `EpochSampler`, whose epoch this callback restores from the checkpoint, because
+    Lightning builds the first data iterator of a process before any epoch hook. A run
+    resumed from an epoch-end checkpoint then replays exactly the epochs an uninterrupted
+    run would.
+    """
+
+    def __init__(self, seed: int, sampler: EpochSampler | None = None) -> None:
+        self.seed = seed
+        self.sampler = sampler
+        self.next_epoch = 0  # the epoch a checkpoint written now resumes at
+
+    def _set_epoch(self, epoch: int) -> None:
+        self.next_epoch = epoch
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        epoch_seed = (self.seed * 100_003 + trainer.current_epoch) % (2**31)
-        random.seed(epoch_seed)
-        np.random.seed(epoch_seed)
-        torch.manual_seed(epoch_seed)
+        self._set_epoch(trainer.current_epoch)
+        seed_all(epoch_seed(self.seed, trainer.current_epoch, _MAIN))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Runs before ModelCheckpoint's hook (Lightning calls monitoring callbacks last), so
+        # the epoch-end checkpoint records the epoch after this one.
+        self.next_epoch = trainer.current_epoch + 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"next_epoch": self.next_epoch}
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Checkpoints written before this callback had a state: they were all epoch-end ones.
+        self._set_epoch(int(checkpoint.get("epoch", -1)) + 1)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._set_epoch(int(state_dict["next_epoch"]))
 
 
 class OnlineEvaluation(pl.Callback):

@@ -1,24 +1,51 @@
-"""Checkpoints that survive kills and full disks, and load without unpickling code."""
+"""Checkpoints that survive kills and full disks, hold no NaN, and load without unpickling code."""
 
 from __future__ import annotations
 
+import errno
+import glob
 import os
 import pickle
+import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
 
 from ssl_syre.errors import UserError
+
+# Write failures that the user fixes (space, quota, permissions, read-only disk).
+USER_FIXABLE_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+# Temporary files of interrupted writes: mkstemp(prefix=".<name>.") beside the target.
+PARTIAL_WRITE_PATTERN = ".?*.ckpt.*"
+# Config keys that shape a checkpoint's tensors and optimizer state: a run resumes only with
+# the same values (trainer.*, lr, data loading and evaluation settings may change).
+MODEL_KEYS = (
+    "method",
+    "method_kwargs",
+    "backbone",
+    "data.name",
+    "data.image_size",
+    "optimizer.name",
+    "syre",
+)
+
+
+class NonFiniteWeightsError(UserError):
+    """A checkpoint about to be written holds NaN or infinite values."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write to a temporary file in the same folder, fsync, then rename over the target.
 
     A kill or a full disk during the write leaves the previous checkpoint intact (rename is
-    atomic on POSIX); Lightning's own writer truncates the target without an fsync.
+    atomic on POSIX); Lightning's own writer truncates the target without an fsync. Weights
+    or optimizer state with NaN/inf are never written: the last good checkpoint stays.
+    Leftovers of writes killed half-way are removed at the next save in that folder.
     Loading always uses `torch.load(weights_only=True)`: no code in a checkpoint runs.
     """
 
@@ -29,7 +56,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         target = Path(path)
+        check_finite(checkpoint, target)
         target.parent.mkdir(parents=True, exist_ok=True)
+        remove_partial_writes(target.parent)
         handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         try:
             with os.fdopen(handle, "wb") as file:
@@ -37,8 +66,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, target)
-        except BaseException:
+            _fsync_directory(target.parent)  # makes the rename itself survive a power cut
+        except BaseException as error:
             Path(temporary).unlink(missing_ok=True)
+            if isinstance(error, OSError) and error.errno in USER_FIXABLE_WRITE_ERRORS:
+                raise UserError(
+                    f"cannot write checkpoint '{target}': {os.strerror(error.errno)}; the "
+                    f"previous checkpoint is intact: fix this, then resume={_run_dir_of(target)}"
+                ) from None
             raise
 
     def load_checkpoint(
@@ -47,16 +82,154 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, map_location=map_location or "cpu")
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a Lightning checkpoint with weights_only=True and turn failures into one line."""
+def _run_dir_of(checkpoint: Path) -> Path:
+    return (
+        checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    )
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:  # some file systems do not open folders; the rename is still atomic
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def remove_partial_writes(directory: Path) -> None:
+    """Delete temporary files of checkpoint writes that were killed half-way."""
+    for leftover in glob.glob(os.path.join(glob.escape(str(directory)), PARTIAL_WRITE_PATTERN)):
+        Path(leftover).unlink(missing_ok=True)
+
+
+def _tensors(value: Any, key: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(value, torch.Tensor):
+        yield key, value
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            yield from _tensors(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _tensors(item, f"{key}.{index}")
+
+
+def check_finite(checkpoint: dict[str, Any], target: Path) -> None:
+    """Raise NonFiniteWeightsError when weights or optimizer state hold NaN or inf.
+
+    A run whose loss is still finite can already have overflowed its weights in the last step
+    of an epoch; writing them would replace the last good checkpoint with a useless one.
+    """
+    parts = {"state_dict": checkpoint.get("state_dict", {})}
+    parts["optimizer_states"] = checkpoint.get("optimizer_states", [])
+    for name, tensor in _tensors(parts):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            where = (
+                f"epoch {checkpoint.get('epoch', '?')}, step {checkpoint.get('global_step', '?')}"
+            )
+            raise NonFiniteWeightsError(
+                f"training diverged: '{name.split('.', 1)[1]}' holds NaN or inf at {where}, so "
+                f"'{target.name}' was not written and the last good checkpoint is kept; lower "
+                f"optimizer.lr or add optimizer.warmup_epochs, then resume={_run_dir_of(target)}"
+            )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:160] if text else type(error).__name__
+
+
+def load_checkpoint(
+    path: str | Path, map_location: Any = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """Load a Lightning checkpoint with weights_only=True and turn failures into one line.
+
+    Only tensors and plain containers are unpickled; a file that holds any other Python
+    object (which could run code while loading) is refused before anything in it runs.
+
+    Raises:
+        UserError: the file is missing, unreadable, truncated, not a checkpoint, or holds
+            objects that weights_only loading refuses.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' does not exist; pass a .ckpt file or a run directory")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as error:
+        # "Unsupported global: GLOBAL x" or "unsupported GLOBAL x whose module y is blocked"
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if found:
+            raise UserError(
+                f"cannot load checkpoint '{path}': it holds a Python object ({found.group(1)}) "
+                "that could run code, so it was refused and nothing in it ran; ssl_syre loads "
+                "only tensors and plain containers (weights_only=True): use a checkpoint it wrote"
+            ) from None
         raise UserError(
-            f"cannot load checkpoint '{path}' safely ({first[:160]}); it is truncated, not a "
-            "checkpoint, or holds code objects: use a checkpoint written by ssl_syre"
+            f"cannot load checkpoint '{path}': it is corrupt or not a checkpoint (it does not "
+            "unpickle as tensors and plain containers); use a run's checkpoints/last.ckpt"
         ) from None
+    except OSError as error:
+        raise UserError(f"cannot load checkpoint '{path}': {_first_line(error)}") from None
+    except Exception as error:  # truncated zip, random bytes, empty file: many error types
+        raise UserError(
+            f"cannot load checkpoint '{path}': it is truncated or not a checkpoint "
+            f"({_first_line(error)}); use a run's checkpoints/last.ckpt, or the epochNNN.ckpt "
+            "beside it"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(
+            f"cannot load checkpoint '{path}': it holds no model weights (no state_dict), so "
+            "it is not a training checkpoint"
+        )
+    return checkpoint
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}"))
+        return flat if flat else {prefix: {}}
+    return {prefix: value}
+
+
+def _model_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for key in MODEL_KEYS:
+        value: Any = cfg
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        settings.update(_flatten(value, key))
+    return settings
+
+
+def check_resumable(checkpoint_path: Path, cfg: DictConfig) -> None:
+    """Refuse, in one line, to resume a checkpoint trained with another model or optimizer.
+
+    Compares the MODEL_KEYS of the checkpoint's config with this command's, before Lightning
+    loads anything, so the message names the setting instead of a tensor shape.
+
+    Raises:
+        UserError: the checkpoint cannot be loaded safely, or a model setting differs.
+    """
+    checkpoint = load_checkpoint(checkpoint_path, mmap=True)
+    saved = checkpoint.get("hyper_parameters", {}).get("cfg")
+    if not isinstance(saved, dict):
+        return  # not written by ssl_syre's pipeline: Lightning reports any mismatch
+    current: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    before, now = _model_settings(saved), _model_settings(current)
+    differ = [key for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
+    if not differ:
+        return
+    first = differ[0]
+    more = f" (and {len(differ) - 1} more: {', '.join(differ[1:4])})" if len(differ) > 1 else ""
+    raise UserError(
+        f"cannot resume from '{checkpoint_path}': it was trained with {first}="
+        f"{before.get(first)!r}, this command sets {first}={now.get(first)!r}{more}; repeat "
+        f"the run's own settings ({_run_dir_of(checkpoint_path) / 'config.yaml'}) with resume="
+    )

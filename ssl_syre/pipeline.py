@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 import warnings
 from datetime import datetime
@@ -18,8 +19,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ssl_syre.callbacks import OnlineEvaluation, ReseedEachEpoch
-from ssl_syre.checkpoint import AtomicCheckpointIO
+from ssl_syre.callbacks import EpochSampler, OnlineEvaluation, ReseedEachEpoch
+from ssl_syre.checkpoint import AtomicCheckpointIO, check_resumable
 from ssl_syre.config import DEFAULT_CONFIG, load_config
 from ssl_syre.data import build_eval_datasets, build_ssl_dataset, data_info
 from ssl_syre.distributed import SyReAnchorCheck
@@ -65,7 +66,8 @@ def is_rank_zero() -> bool:
 def make_run_dir(cfg: DictConfig) -> Path:
     """Create a fresh run directory, or return the one being resumed; never overwrite a run."""
     inherited = os.environ.get(RUN_DIR_ENV)
-    if inherited:  # a DDP child process: rank 0 already made it
+    # Only a DDP child inherits; in rank 0 the variable is left over from an earlier train().
+    if inherited and not is_rank_zero():  # a DDP child process: rank 0 already made it
         return Path(inherited)
     if cfg.resume:
         run_dir = Path(cfg.resume)
@@ -74,6 +76,7 @@ def make_run_dir(cfg: DictConfig) -> Path:
                 f"cannot resume '{run_dir}': no checkpoints/last.ckpt there; pass the run "
                 "directory that train.py printed (its checkpoint is written after each epoch)"
             )
+        check_resumable(run_dir / "checkpoints" / "last.ckpt", cfg)
         return run_dir
     external = external_launcher()
     if external is not None:  # torchrun / srun start every process: agree on a name without talking
@@ -93,18 +96,33 @@ def make_run_dir(cfg: DictConfig) -> Path:
         return run_dir
     name = cfg.run_name or f"{cfg.method}_{cfg.data.name}_{datetime.now():%Y%m%d-%H%M%S}"
     run_dir = Path(cfg.output_dir) / name
-    if run_dir.exists():
-        if cfg.run_name:
-            raise UserError(
-                f"run directory '{run_dir}' already exists; choose another run_name, or "
-                f"continue it with resume={run_dir}"
-            )
-        suffix = 1
-        while (Path(cfg.output_dir) / f"{name}-{suffix}").exists():
+    suffix = 0
+    while True:
+        try:  # mkdir claims the name atomically, even against a run started the same second
+            run_dir.mkdir(parents=True)
+            return run_dir
+        except FileExistsError:
+            if cfg.run_name:
+                raise UserError(
+                    f"run directory '{run_dir}' already exists; choose another run_name, or "
+                    f"continue it with resume={run_dir}"
+                ) from None
             suffix += 1
-        run_dir = Path(cfg.output_dir) / f"{name}-{suffix}"
-    run_dir.mkdir(parents=True)
-    return run_dir
+            run_dir = Path(cfg.output_dir) / f"{name}-{suffix}"
+
+
+def log_version(run_dir: Path, cfg: DictConfig) -> str:
+    """'' (logs/) for a new run, resume-N for its N-th continuation.
+
+    Lightning's CSVLogger deletes the metrics.csv it finds in its folder, so each part of a
+    resumed run logs into a folder of its own and no part's log is lost.
+    """
+    if not cfg.resume:
+        return ""
+    number = 1
+    while (run_dir / "logs" / f"resume-{number}").exists():
+        number += 1
+    return f"resume-{number}"
 
 
 def seeded_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
@@ -118,7 +136,11 @@ def seeded_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
 def trainer_kwargs(cfg: DictConfig, steps_per_epoch: int) -> dict[str, Any]:
     kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
     kwargs.setdefault("log_every_n_steps", max(1, min(50, steps_per_epoch)))
-    kwargs.setdefault("deterministic", "warn")
+    on_gpu = torch.cuda.is_available() and kwargs.get("accelerator", "auto") not in ("cpu",)
+    if on_gpu:  # cuDNN autotuning: fast convolutions; bitwise repeatability is a CPU promise
+        kwargs.setdefault("benchmark", True)
+    else:
+        kwargs.setdefault("deterministic", "warn")
     precision = str(kwargs.get("precision", "32-true"))
     if cfg.syre.enabled and precision in LOW_PRECISION:
         raise UserError(
@@ -157,23 +179,28 @@ def train(cfg: DictConfig) -> Path:
         )
     eval_train, eval_test = build_eval_datasets(cfg.data, cfg.seed)
     run_dir = make_run_dir(cfg)
+    sets_env = RUN_DIR_ENV not in os.environ  # cleared after fit, so a next train() starts anew
     os.environ[RUN_DIR_ENV] = str(run_dir)
     if not cfg.resume and is_rank_zero():
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
     model = method_cls(cfg, info)
     workers = int(cfg.data.num_workers)
+    # Order and worker seeds from (seed, epoch) alone: a resumed run replays the same epochs.
+    sampler = EpochSampler(len(train_set), cfg.seed)
     loader = DataLoader(
         train_set,
         batch_size=cfg.data.batch_size,
-        shuffle=True,
+        sampler=sampler,
         drop_last=True,
         num_workers=workers,
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
+        worker_init_fn=sampler.seed_worker,
+        generator=torch.Generator(),  # keeps the iterator's seed draw off the global RNG
     )
     callbacks: list[pl.Callback] = [
-        ReseedEachEpoch(cfg.seed),
+        ReseedEachEpoch(cfg.seed, sampler),
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="epoch{epoch:03d}",
@@ -181,6 +208,9 @@ def train(cfg: DictConfig) -> Path:
             save_last=True,
             save_top_k=1,
             every_n_epochs=1,
+            # Else a resumed run that was moved or copied writes last-v1.ckpt beside the
+            # stale last.ckpt, and the next resume silently goes back to the stale one.
+            enable_version_counter=False,
         ),
         LearningRateMonitor(logging_interval="epoch"),
     ]
@@ -199,12 +229,13 @@ def train(cfg: DictConfig) -> Path:
             batch_size=cfg.eval.batch_size,
         )
         callbacks.append(online)
+    version = log_version(run_dir, cfg)
     trainer = pl.Trainer(
         **trainer_kwargs(cfg, len(loader)),
         default_root_dir=str(run_dir),
         logger=[
-            CSVLogger(save_dir=str(run_dir), name="logs", version=""),
-            TensorBoardLogger(save_dir=str(run_dir), name="logs", version=""),
+            CSVLogger(save_dir=str(run_dir), name="logs", version=version),
+            TensorBoardLogger(save_dir=str(run_dir), name="logs", version=version),
         ],
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
@@ -212,6 +243,11 @@ def train(cfg: DictConfig) -> Path:
     checkpoint = run_dir / "checkpoints" / "last.ckpt" if cfg.resume else None
     try:
         trainer.fit(model, loader, ckpt_path=str(checkpoint) if checkpoint else None)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning answers Ctrl-C with exit(1) and SIGINT ignored
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt from None
+        raise
     except RuntimeError as error:
         if checkpoint is not None and "state_dict" in str(error):
             raise UserError(
@@ -219,6 +255,9 @@ def train(cfg: DictConfig) -> Path:
                 f"({str(error).splitlines()[0][:120]}); resume with the run's own config.yaml"
             ) from None
         raise
+    finally:
+        if sets_env:
+            os.environ.pop(RUN_DIR_ENV, None)
     if trainer.interrupted:
         raise KeyboardInterrupt
     if trainer.is_global_zero:

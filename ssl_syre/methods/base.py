@@ -27,6 +27,25 @@ from ssl_syre.syre import SyRe, syre_param_groups
 PARTS = ("backbone", "projection_head", "prediction_head")
 
 
+class CosineSchedule(CosineWarmupScheduler):
+    """lightly's cosine schedule whose length comes from this run's config, not a checkpoint.
+
+    A run resumed with a larger trainer.max_epochs then stretches its schedule to the new end
+    (as BYOL's momentum schedule does), instead of idling at the final lr past the old end.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        length = {"warmup_epochs": self.warmup_epochs, "max_epochs": self.max_epochs}
+        super().load_state_dict(state_dict)
+        self.__dict__.update(length)
+        # The optimizer's lr was restored before this; set it from the schedule it follows now.
+        for group, base_lr, scale in zip(
+            self.optimizer.param_groups, self.base_lrs, self.lr_lambdas, strict=True
+        ):
+            group["lr"] = base_lr * scale(self.last_epoch)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
 class NonFiniteLossError(UserError):
     """The training loss became NaN or infinite."""
 
@@ -166,7 +185,7 @@ class SSLMethod(pl.LightningModule):
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         max_epochs = max(1, int(self.trainer.max_epochs or 1))
         steps_per_epoch = max(1, math.ceil(total_steps / max_epochs))
-        scheduler = CosineWarmupScheduler(
+        scheduler = CosineSchedule(
             optimizer,
             warmup_epochs=int(opt.warmup_epochs) * steps_per_epoch,
             max_epochs=total_steps,
