@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_syre.evaluation.knn import _as_labels
+from ssl_syre.evaluation.knn import _as_features, _as_labels
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -83,8 +83,8 @@ def linear_probe(
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
     lr = 2e-3 if lr is None else lr
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    x_train = _as_matrix(train_features, "train_features").to(device)
-    x_test = _as_matrix(test_features, "test_features").to(device)
+    x_train = _as_features(train_features, "train_features").to(device)
+    x_test = _as_features(test_features, "test_features").to(device)
     if x_train.shape[1] != x_test.shape[1]:
         raise ValueError(
             f"train and test features differ in dimension: {x_train.shape[1]} vs {x_test.shape[1]}"
@@ -122,15 +122,6 @@ def linear_probe(
             f"{epochs} epochs, seed {seed}"
         ),
     }
-
-
-def _as_matrix(features: ArrayLike, name: str) -> torch.Tensor:
-    tensor = torch.as_tensor(features).detach().to("cpu", torch.float32)
-    if tensor.ndim != 2:
-        raise ValueError(f"{name} must have shape (N, D), got {tuple(tensor.shape)}")
-    if len(tensor) == 0:
-        raise ValueError(f"{name} is empty")
-    return tensor
 
 
 def _train(
