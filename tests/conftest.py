@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,3 +51,20 @@ def run_train(
 def tiny(tmp_path: Path) -> list[str]:
     """TINY overrides with an output_dir inside tmp_path."""
     return [*TINY, f"output_dir={tmp_path / 'runs'}"]
+
+
+def train_in_process(output_dir: Path, *overrides: str) -> Path:
+    """Run the training job of train.py in this process (no second interpreter to start)."""
+    from ssl_syre.config import load_config
+    from ssl_syre.pipeline import train
+
+    return train(load_config(None, [*TINY, f"output_dir={output_dir}", "run_name=run", *overrides]))
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny tensors: thread hand-offs would cost more than the math on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

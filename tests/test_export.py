@@ -22,7 +22,7 @@ from ssl_syre.errors import run_cli
 from ssl_syre.evaluation.features import eval_loader, extract_features
 from ssl_syre.export import export_backbone, load_backbone, main, model_from_checkpoint
 from ssl_syre.methods import METHODS
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, train_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -72,17 +72,6 @@ TIMM_ONLY = textwrap.dedent(
 )
 
 
-def train_in_process(output_dir: Path, *overrides: str) -> Path:
-    """Run the training job of train.py in this process (no second interpreter to start)."""
-    from ssl_syre.pipeline import RUN_DIR_ENV, train
-
-    cfg = load_config(None, [*TINY, *FAST, f"output_dir={output_dir}", "run_name=run", *overrides])
-    try:
-        return train(cfg)
-    finally:
-        os.environ.pop(RUN_DIR_ENV, None)  # else a later run would reuse this directory
-
-
 def tiny_method(*overrides: str):
     """An untrained method with BN statistics moved off their init by two train-mode passes."""
     cfg = load_config(None, [*TINY, *overrides])
@@ -107,7 +96,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One tiny training run (ResNet), a ViT and a small-stem export, and one timm-only
     interpreter that loads all three."""
     root = tmp_path_factory.mktemp("export")
-    run_dir = train_in_process(root / "runs")
+    run_dir = train_in_process(root / "runs", *FAST)
 
     cfg = load_config(None, [*TINY])
     _, test = build_eval_datasets(cfg.data, cfg.seed)

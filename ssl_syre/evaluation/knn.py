@@ -104,7 +104,7 @@ def knn_predictions(
     test_x = _as_features(test_features, "test_features")
     labels = _as_labels(train_labels, len(train_x), num_classes, "train_labels")
     _check_dimensions(train_x, test_x)
-    used_ks = _clamp_ks(ks, len(train_x))
+    used_ks = clamp_ks(ks, len(train_x))
     torch_device = _torch_device(device)
     labels = labels.to(torch_device)
     top = min(5, num_classes)
@@ -188,7 +188,7 @@ def knn_classify(
         device=device,
     )
     records = []
-    for k in _clamp_ks(ks, len(train_features), warn=False):
+    for k in clamp_ks(ks, len(train_features), warn=False):
         hits = predictions[k] == targets[:, None]
         records.append(
             {
@@ -243,7 +243,8 @@ def _as_labels(labels: ArrayLike | None, length: int, num_classes: int, name: st
     return tensor
 
 
-def _clamp_ks(ks: Sequence[int], num_train: int, warn: bool = True) -> list[int]:
+def clamp_ks(ks: Sequence[int], num_train: int, warn: bool = True) -> list[int]:
+    """The ks a bank of `num_train` features can answer: each k capped at it, repeats dropped."""
     ks = list(ks)
     if not ks:
         raise ValueError("ks is empty; give at least one number of neighbours")

@@ -20,7 +20,7 @@ from ssl_syre.evaluation.collapse import (
     singular_value_spectrum,
 )
 from ssl_syre.evaluation.features import Features
-from ssl_syre.evaluation.knn import knn_classify
+from ssl_syre.evaluation.knn import clamp_ks, knn_classify
 from ssl_syre.evaluation.linear import linear_probe
 
 Records = list[dict[str, Any]]
@@ -48,9 +48,7 @@ def knn_records(
     """
     bank = len(train.labels)
     requested = [int(k) for k in eval_cfg.knn_k]
-    if not requested:
-        raise ValueError("eval.knn_k is empty; give at least one k")
-    ks = list(dict.fromkeys(min(k, bank) for k in requested))
+    ks = clamp_ks(requested, bank, warn=False)  # warned once here, for every feature kind
     if max(requested) > bank:
         warnings.warn(
             f"eval.knn_k={requested} exceeds the {bank} train features; k clamped to {bank}",

@@ -11,25 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from ssl_syre.config import load_config
 from ssl_syre.errors import run_cli
 from ssl_syre.evaluation.cli import main_knn, main_linear_probe
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, train_in_process
 
 pytestmark = pytest.mark.slow
 
 FAST = ["eval.online_every_n_epochs=0", "trainer.enable_progress_bar=false"]
-
-
-def train_in_process(output_dir: Path, *overrides: str) -> Path:
-    """Run the training job of train.py in this process (no second interpreter to start)."""
-    from ssl_syre.pipeline import RUN_DIR_ENV, train
-
-    cfg = load_config(None, [*TINY, *FAST, f"output_dir={output_dir}", "run_name=run", *overrides])
-    try:
-        return train(cfg)
-    finally:
-        os.environ.pop(RUN_DIR_ENV, None)  # else a later run would reuse this directory
 
 
 def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -50,7 +38,7 @@ def by_protocol(records: list[dict]) -> dict[tuple, dict]:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny digits run with kNN, linear probe, projector and raw-pixel results."""
-    return train_in_process(tmp_path_factory.mktemp("cli") / "runs")
+    return train_in_process(tmp_path_factory.mktemp("cli") / "runs", *FAST)
 
 
 @pytest.fixture(scope="module")
