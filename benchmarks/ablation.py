@@ -22,12 +22,13 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from results_table import cell_numbers, fmt, summarize, summarize_rows, write_block
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "benchmarks" / "configs"
@@ -106,49 +107,6 @@ def run_cell(
     return run_dir
 
 
-def pick(records: list[dict[str, Any]], **where: Any) -> dict[str, Any] | None:
-    for record in records:
-        if all(record.get(key) == value for key, value in where.items()):
-            return record
-    return None
-
-
-def cell_numbers(metrics: dict[str, Any]) -> dict[str, float]:
-    """The numbers of one run that go into the table (accuracies in %)."""
-    knn, probe, collapse = metrics["knn"], metrics["linear_probe"], metrics["collapse"]
-    row: dict[str, float] = {}
-    for features in ("backbone", "projector", "raw_pixels"):
-        for k in (200, 20):
-            record = pick(knn, features=features, k=k)
-            if record is not None:
-                row[f"knn{k}_{features}"] = 100 * record["top1"]
-        record = pick(probe, features=features)
-        if record is not None:
-            row[f"linear_{features}"] = 100 * record["top1"]
-        record = pick(collapse, features=features)
-        if record is not None:
-            row[f"rankme_{features}"] = record["rankme"]
-            row[f"lowrank_{features}"] = 100 * record["low_rankness"]
-            row[f"dim_{features}"] = record["dim"]
-    row["wall_time_s"] = metrics["run"]["wall_time_s"]
-    row["steps"] = metrics["run"]["steps"]
-    return row
-
-
-def summarize(values: list[float]) -> dict[str, float]:
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": mean, "std": std, "n": len(values)}
-
-
-def fmt(stats: dict[str, float] | None, digits: int = 1) -> str:
-    if stats is None:
-        return "-"
-    if stats["n"] > 1:
-        return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
-    return f"{stats['mean']:.{digits}f}"
-
-
 def collect(args: argparse.Namespace, max_steps: int) -> dict[str, Any]:
     """Mean and std over seeds for every (method, syre) pair that has finished runs."""
     output_dir = Path(args.output_dir) / args.scale
@@ -164,10 +122,7 @@ def collect(args: argparse.Namespace, max_steps: int) -> dict[str, Any]:
                     per_seed[seed] = cell_numbers(json.loads(path.read_text()))
             if not per_seed:
                 continue
-            keys = sorted({key for numbers in per_seed.values() for key in numbers})
-            stats = {
-                key: summarize([n[key] for n in per_seed.values() if key in n]) for key in keys
-            }
+            stats = summarize_rows(per_seed)
             # Raw pixels depend only on the seed's data subset, not on the method: once per seed.
             for key in ("knn200_raw_pixels", "knn20_raw_pixels"):
                 for seed, numbers in per_seed.items():
@@ -248,15 +203,7 @@ def write_results(table: dict[str, Any]) -> None:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     name = f"ablation_{table['scale']}_steps{table['max_steps']}"
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps(table, indent=2))
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    block = f"{begin}\n{markdown(table)}\n{end}"
-    text = RESULTS_MD.read_text() if RESULTS_MD.is_file() else "# Benchmark results\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS_MD.write_text(text)
+    write_block(name, markdown(table), RESULTS_MD)
     print(f"wrote {RESULTS_DIR / (name + '.json')} and the {name} block of {RESULTS_MD}")
 
 

@@ -1,0 +1,79 @@
+"""Shared by the benchmark scripts: one run's numbers, mean +- std over seeds, RESULTS.md blocks.
+
+Every table in benchmarks/RESULTS.md that a script writes sits between
+`<!-- name:begin -->` and `<!-- name:end -->` markers, so a rerun replaces its own block and
+leaves the hand-written text around it alone.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def pick(records: list[dict[str, Any]], **where: Any) -> dict[str, Any] | None:
+    """The first metrics.json record whose fields equal `where`."""
+    for record in records:
+        if all(record.get(key) == value for key, value in where.items()):
+            return record
+    return None
+
+
+def cell_numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numbers of one run's metrics.json that go into a table (accuracies in %)."""
+    knn, probe, collapse = metrics["knn"], metrics["linear_probe"], metrics["collapse"]
+    row: dict[str, float] = {}
+    for features in ("backbone", "projector", "raw_pixels"):
+        for k in (200, 20):
+            record = pick(knn, features=features, k=k)
+            if record is not None:
+                row[f"knn{k}_{features}"] = 100 * record["top1"]
+        record = pick(probe, features=features)
+        if record is not None:
+            row[f"linear_{features}"] = 100 * record["top1"]
+        record = pick(collapse, features=features)
+        if record is not None:
+            row[f"rankme_{features}"] = record["rankme"]
+            row[f"lowrank_{features}"] = 100 * record["low_rankness"]
+            row[f"dim_{features}"] = record["dim"]
+            if "dead_units" in record:
+                row[f"dead_{features}"] = 100 * record["dead_units"]
+    row["wall_time_s"] = metrics["run"]["wall_time_s"]
+    row["steps"] = metrics["run"]["steps"]
+    return row
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": std, "n": len(values)}
+
+
+def summarize_rows(per_seed: dict[int, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean and std over seeds of every key that any seed has."""
+    keys = sorted({key for numbers in per_seed.values() for key in numbers})
+    return {key: summarize([n[key] for n in per_seed.values() if key in n]) for key in keys}
+
+
+def fmt(stats: dict[str, float] | None, digits: int = 1) -> str:
+    if stats is None:
+        return "-"
+    if stats["n"] > 1:
+        return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+    return f"{stats['mean']:.{digits}f}"
+
+
+def write_block(name: str, markdown: str, results_md: Path = RESULTS_MD) -> None:
+    """Replace (or append) the `name` block of RESULTS.md with `markdown`."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    block = f"{begin}\n{markdown}\n{end}"
+    text = results_md.read_text() if results_md.is_file() else "# Benchmark results\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    results_md.write_text(text)
