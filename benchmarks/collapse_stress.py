@@ -1,13 +1,20 @@
-"""Collapse stress test: plain weight decay vs SyRe (several sigma0) in a collapse-prone setting.
+"""Collapse stress test: plain weight decay vs SyRe (sigma0 and d_eps sweeps) over several seeds.
 
-Trains benchmarks/configs/stress_simclr.yaml (or --config) once per variant with train.py,
-then reloads each run's final checkpoint, embeds the test subset and overlays the singular
-value spectra of the projector outputs (and of the backbone features) of all variants with
-`ssl_syre.evaluation.collapse.plot_spectra`. Prints RankMe, low-rankness, kNN and linear-probe
-numbers from each run's metrics.json and writes them as JSON. Finished runs are skipped
-unless --force.
+Trains benchmarks/configs/stress_simclr.yaml (or --config) once per variant and seed with
+train.py. A variant is `off` (plain weight decay toward 0) or `SIGMA0[:D_EPS]` (SyRe with that
+sigma0 and, when given, advanced removal D ~ U[1 - d_eps, 1 + d_eps]); all variants share the
+same gamma. Reads every run's metrics.json and writes mean +- std over seeds as a markdown block
+in benchmarks/RESULTS.md (between markers) and as JSON; reloads the first seed's final
+checkpoint of each variant and overlays the singular value spectra of the projector outputs and
+of the backbone features with `ssl_syre.evaluation.collapse.plot_spectra`. Finished runs are
+skipped unless --force, so an interrupted sweep resumes.
 
-Run: python benchmarks/collapse_stress.py [--variants off,0.01,0.1] [--set key=value ...]
+Run:
+  python benchmarks/collapse_stress.py --threads 1                        # off, 0.01, 0.1; seeds 0-2
+  python benchmarks/collapse_stress.py --variants off,0.001,0.01,0.1,0.01:0.1,0.01:0.5
+  python benchmarks/collapse_stress.py --config benchmarks/configs/stress_simsiam.yaml \
+      --tag stress_simsiam
+  python benchmarks/collapse_stress.py --collect-only                     # table and plots only
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from results_table import cell_numbers, fmt, summarize_rows, write_block
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -32,14 +40,32 @@ from ssl_syre.export import model_from_checkpoint  # noqa: E402
 
 
 def variant_overrides(variant: str) -> list[str]:
-    """'off' is plain weight decay; a number is SyRe with that sigma0 (same gamma)."""
+    """'off' is plain weight decay; 'SIGMA0[:D_EPS]' is SyRe (same gamma either way)."""
     if variant == "off":
         return ["syre.enabled=false"]
-    return ["syre.enabled=true", f"syre.sigma0={float(variant)}"]
+    sigma0, _, d_eps = variant.partition(":")
+    try:
+        overrides = ["syre.enabled=true", f"syre.sigma0={float(sigma0)}"]
+        return overrides + [f"syre.d_eps={float(d_eps or 0)}"]
+    except ValueError:
+        raise SystemExit(
+            f"error: variant {variant!r} is not 'off' or SIGMA0[:D_EPS] (e.g. 0.01 or 0.01:0.1)"
+        ) from None
 
 
-def train_variant(variant: str, args: argparse.Namespace) -> Path:
-    run_dir = Path(args.output_dir) / f"{args.tag}_{variant}"
+def variant_label(variant: str) -> str:
+    if variant == "off":
+        return "plain wd"
+    sigma0, _, d_eps = variant.partition(":")
+    return f"SyRe sigma0={sigma0}" + (f", D eps={d_eps}" if d_eps else "")
+
+
+def run_dir_of(variant: str, seed: int, args: argparse.Namespace) -> Path:
+    return Path(args.output_dir) / f"{args.tag}_{variant.replace(':', '-d')}_seed{seed}"
+
+
+def train_variant(variant: str, seed: int, args: argparse.Namespace) -> Path:
+    run_dir = run_dir_of(variant, seed, args)
     if (run_dir / "metrics.json").is_file() and not args.force:
         print(f"skip (done): {run_dir}", flush=True)
         return run_dir
@@ -50,7 +76,7 @@ def train_variant(variant: str, args: argparse.Namespace) -> Path:
         str(ROOT / "train.py"),
         str(args.config),
         *variant_overrides(variant),
-        f"seed={args.seed}",
+        f"seed={seed}",
         f"output_dir={args.output_dir}",
         f"run_name={run_dir.name}",
         "export=false",
@@ -81,18 +107,49 @@ def spectra_of(run_dir: Path) -> dict[str, torch.Tensor]:
     return {kind: singular_value_spectrum(z) for kind, z in features.by_kind.items()}
 
 
-def summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {}
-    for record in metrics["collapse"]:
-        row[f"rankme_{record['features']}"] = record["rankme"]
-        row[f"dim_{record['features']}"] = record["dim"]
-        row[f"lowrank_{record['features']}"] = record["low_rankness"]
-    for record in metrics["knn"]:
-        row[f"knn{record['k']}_{record['features']}"] = record["top1"]
-    for record in metrics["linear_probe"]:
-        row[f"linear_{record['features']}"] = record["top1"]
-    row["wall_time_s"] = metrics["run"]["wall_time_s"]
-    return row
+def markdown(args: argparse.Namespace, rows: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        f"`{Path(args.config).relative_to(ROOT)}` {' '.join(args.set)}, tag `{args.tag}`. "
+        "Mean ± std over the seeds listed. Accuracies in % on the config's test subset; "
+        "kNN k=200 t=0.1 on backbone features. Low-rank = share of singular values below "
+        "1e-3 of the largest; dead = share of constant units.",
+        "",
+        "| variant | seeds | RankMe projector | low-rank projector % | RankMe backbone | "
+        "low-rank backbone % | dead backbone units % | kNN k=200 | linear (backbone) | "
+        "linear (projector) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, row in rows.items():
+        s = row["stats"]
+        dim_p = int(s["dim_projector"]["mean"]) if "dim_projector" in s else "?"
+        dim_b = int(s["dim_backbone"]["mean"]) if "dim_backbone" in s else "?"
+        cells = [
+            variant_label(variant),
+            ",".join(map(str, row["seeds"])),
+            f"{fmt(s.get('rankme_projector'))} / {dim_p}",
+            fmt(s.get("lowrank_projector")),
+            f"{fmt(s.get('rankme_backbone'))} / {dim_b}",
+            fmt(s.get("lowrank_backbone")),
+            fmt(s.get("dead_backbone")),
+            fmt(s.get("knn200_backbone")),
+            fmt(s.get("linear_backbone")),
+            fmt(s.get("linear_projector")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    raw = summarize_rows(
+        {
+            seed: {"knn200_raw_pixels": numbers["knn200_raw_pixels"]}
+            for row in rows.values()
+            for seed, numbers in row["per_seed"].items()
+            if "knn200_raw_pixels" in numbers
+        }
+    )
+    if raw:
+        lines.append(
+            f"| raw pixels (same test subset and bank) | | | | | | | "
+            f"{fmt(raw['knn200_raw_pixels'])} | | |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -100,44 +157,62 @@ def main() -> None:
     parser.add_argument(
         "--config", type=Path, default=ROOT / "benchmarks/configs/stress_simclr.yaml"
     )
-    parser.add_argument("--variants", default="off,0.01,0.1")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", default="off,0.01,0.1", help="off or SIGMA0[:D_EPS], ...")
+    parser.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--tag", default="stress_simclr")
     parser.add_argument("--set", nargs="*", default=[], help="extra train.py overrides")
     parser.add_argument("--output-dir", default=str(ROOT / "runs" / "collapse_stress"))
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for each run")
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--collect-only", action="store_true", help="table and plots only")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
+    args.config = args.config.resolve()
     variants = args.variants.split(",")
-    run_dirs = {variant: train_variant(variant, args) for variant in variants}
-    label = {v: "plain wd" if v == "off" else f"SyRe sigma0={v}" for v in variants}
-    rows, spectra = {}, {}
-    for variant, run_dir in run_dirs.items():
-        rows[variant] = summary(json.loads((run_dir / "metrics.json").read_text()))
-        spectra[variant] = spectra_of(run_dir)
+    for variant in variants:
+        variant_overrides(variant)  # refuse a malformed variant before hours of training
+    if not args.collect_only:
+        for seed in args.seeds:  # seed-major: an interrupted sweep has whole seeds
+            for variant in variants:
+                train_variant(variant, seed, args)
+    rows: dict[str, dict[str, Any]] = {}
+    for variant in variants:
+        per_seed = {
+            seed: cell_numbers(
+                json.loads((run_dir_of(variant, seed, args) / "metrics.json").read_text())
+            )
+            for seed in args.seeds
+            if (run_dir_of(variant, seed, args) / "metrics.json").is_file()
+        }
+        if per_seed:
+            rows[variant] = {
+                "seeds": sorted(per_seed),
+                "stats": summarize_rows(per_seed),
+                "per_seed": per_seed,
+            }
+    if not rows:
+        raise SystemExit(f"error: no finished runs for tag {args.tag!r} in {args.output_dir}")
     args.results.mkdir(parents=True, exist_ok=True)
+    spectra = {
+        variant: spectra_of(run_dir_of(variant, rows[variant]["seeds"][0], args))
+        for variant in rows
+    }
     for kind in ("projector", "backbone"):
         path = plot_spectra(
-            {label[v]: spectra[v][kind] for v in variants},
+            {variant_label(v): spectra[v][kind] for v in rows},
             args.results / f"{args.tag}_{kind}_spectra.png",
-            title=f"{args.tag}: {kind} (test subset)",
+            title=f"{args.tag}: {kind} (test subset, first seed of each variant)",
         )
         print(f"wrote {path}")
     (args.results / f"{args.tag}.json").write_text(
-        json.dumps({"config": str(args.config), "set": args.set, "rows": rows}, indent=2)
-    )
-    print(
-        f"\n{'variant':<18}{'RankMe proj':>12}{'lowrank proj':>13}{'RankMe bb':>10}"
-        f"{'kNN200 bb':>10}{'linear bb':>10}{'linear proj':>12}"
-    )
-    for variant, row in rows.items():
-        print(
-            f"{label[variant]:<18}{row.get('rankme_projector', 0):>12.1f}"
-            f"{100 * row.get('lowrank_projector', 0):>12.1f}%{row.get('rankme_backbone', 0):>10.1f}"
-            f"{100 * row.get('knn200_backbone', 0):>9.2f}%{100 * row.get('linear_backbone', 0):>9.2f}%"
-            f"{100 * row.get('linear_projector', 0):>11.2f}%"
+        json.dumps(
+            {"config": str(args.config.relative_to(ROOT)), "set": args.set, "rows": rows},
+            indent=2,
         )
+    )
+    table = markdown(args, rows)
+    write_block(args.tag, table)
+    print(table)
 
 
 if __name__ == "__main__":
