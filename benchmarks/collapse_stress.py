@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from results_table import cell_numbers, fmt, summarize_rows, write_block
+from results_table import RESULTS_MD, cell_numbers, fmt, summarize_rows, write_block
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -58,6 +58,11 @@ def variant_label(variant: str) -> str:
         return "plain wd"
     sigma0, _, d_eps = variant.partition(":")
     return f"SyRe sigma0={sigma0}" + (f", D eps={d_eps}" if d_eps else "")
+
+
+def shown_path(path: Path) -> str:
+    """Relative to the repository when inside it: no machine-specific paths in RESULTS.md."""
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
 def run_dir_of(variant: str, seed: int, args: argparse.Namespace) -> Path:
@@ -109,7 +114,7 @@ def spectra_of(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def markdown(args: argparse.Namespace, rows: dict[str, dict[str, Any]]) -> str:
     lines = [
-        f"`{Path(args.config).relative_to(ROOT)}` {' '.join(args.set)}, tag `{args.tag}`. "
+        f"`{shown_path(args.config)}` {' '.join(args.set)}, tag `{args.tag}`. "
         "Mean ± std over the seeds listed. Accuracies in % on the config's test subset; "
         "kNN k=200 t=0.1 on backbone features. Low-rank = share of singular values below "
         "1e-3 of the largest; dead = share of constant units.",
@@ -166,6 +171,7 @@ def main() -> None:
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--collect-only", action="store_true", help="table and plots only")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--results-md", type=Path, default=RESULTS_MD, help="table goes here")
     args = parser.parse_args()
     args.config = args.config.resolve()
     variants = args.variants.split(",")
@@ -206,12 +212,12 @@ def main() -> None:
         print(f"wrote {path}")
     (args.results / f"{args.tag}.json").write_text(
         json.dumps(
-            {"config": str(args.config.relative_to(ROOT)), "set": args.set, "rows": rows},
+            {"config": shown_path(args.config), "set": args.set, "rows": rows},
             indent=2,
         )
     )
     table = markdown(args, rows)
-    write_block(args.tag, table)
+    write_block(args.tag, table, args.results_md)
     print(table)
 
 
