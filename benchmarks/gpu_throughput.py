@@ -6,8 +6,8 @@ Two measurements, both on synthetic CIFAR-sized data (CIFAR is not on these mach
   already on the GPU, for fp32 / bf16 autocast, each with and without channels_last: the
   ceiling that the data pipeline cannot beat.
 - `pipeline`: `ssl_syre.pipeline.train` as train.py runs it (Lightning, lightly's SimCLRTransform
-  on PIL images in DataLoader workers, bf16-mixed, SyRe on), with the data set replaced by
-  random uint8 32x32x3 images and the final evaluation skipped.
+  on PIL images in DataLoader workers, bf16-mixed, backbone.channels_last, SyRe on), with the
+  data set replaced by random uint8 32x32x3 images and the final evaluation skipped.
 
 From the pipeline's images/s it extrapolates lightly's CIFAR-10 recipe: 200 epochs of 50,000
 images at batch 512 (drop_last: 97 steps per epoch), to compare with lightly's 87.1 min for
@@ -123,6 +123,7 @@ def pipeline_throughput(args: argparse.Namespace) -> dict[str, Any]:
             [
                 "backbone.name=resnet18",
                 "backbone.small_image_stem=true",
+                "backbone.channels_last=true",
                 f"data.batch_size={args.batch_size}",
                 f"data.num_workers={args.num_workers}",
                 "data.download=false",

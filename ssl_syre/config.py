@@ -24,6 +24,9 @@ class BackboneConfig:
     # 3x3 stride-1 first conv and no max-pool on ResNets: the recipe for 32x32 images
     # (a 7x7 stem with max-pool caps SimCLR near 0.76 kNN on CIFAR-10, lightly #1419).
     small_image_stem: bool = False
+    # NHWC weights (torch.channels_last): faster convolutions on GPUs with tensor cores,
+    # especially under bf16-mixed; same results. Exports are written contiguous either way.
+    channels_last: bool = False
     # Extra keyword arguments for timm.create_model (drop_path_rate, img_size, ...).
     kwargs: dict[str, Any] = field(default_factory=dict)
 

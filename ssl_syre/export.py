@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import timm
+import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from torch import nn
@@ -38,7 +39,9 @@ def export_backbone(model: Any, out_dir: str | Path, extra: dict[str, Any] | Non
     """
     out_dir = Path(out_dir)
     cfg, info = model.cfg, model.info
+    # contiguous_format: safetensors refuses channels_last (strided) tensors.
     backbone = copy.deepcopy(model.backbone).cpu().float().eval()
+    backbone.to(memory_format=torch.contiguous_format)
     data_config = {
         "input_size": (info.in_chans, info.image_size, info.image_size),
         "mean": tuple(info.mean),

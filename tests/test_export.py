@@ -285,3 +285,19 @@ def test_export_cli_bad_checkpoint_is_one_line(
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_channels_last_backbone_trains_and_exports_contiguous(tmp_path: Path) -> None:
+    """backbone.channels_last trains in NHWC and still exports (safetensors needs contiguous
+    tensors) to the same features."""
+    run_dir = train_in_process(tmp_path, *FAST, "backbone.channels_last=true")
+    model, _ = model_from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    conv = next(
+        p for p in model.backbone.parameters() if p.ndim == 4 and p.shape[1] > 1 and p.shape[2] > 1
+    )
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    inputs = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    reloaded = load_backbone(run_dir / "export")
+    np.testing.assert_allclose(
+        backbone_features(reloaded, inputs), backbone_features(model.backbone, inputs), atol=1e-5
+    )

@@ -82,6 +82,10 @@ class SSLMethod(pl.LightningModule):
             small_image_stem=cfg.backbone.small_image_stem,
             **backbone_kwargs,
         )
+        if cfg.backbone.channels_last:
+            # Convolutions follow the weights' memory format, so inputs need no conversion;
+            # Lightning's later .to(device) keeps the format.
+            self.backbone.to(memory_format=torch.channels_last)
         self.backbone_kwargs = backbone_kwargs
         self.feature_dim = int(self.backbone.num_features)
         self.build_heads(self.feature_dim)
