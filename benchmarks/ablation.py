@@ -196,7 +196,51 @@ def markdown(table: dict[str, Any]) -> str:
             f"| raw pixels (784-d) | - | same splits | {fmt(raw.get('knn200_raw_pixels'))} | "
             f"{fmt(raw.get('knn20_raw_pixels'))} | - | - | - | - | - | - | - |"
         )
-    return "\n".join(lines)
+    full_bank = RESULTS_DIR / "raw_pixel_knn_fashion_mnist.json"
+    if full_bank.is_file():  # the published baseline: benchmarks/raw_pixel_knn.py, 60k bank
+        knn = json.loads(full_bank.read_text())["knn"]
+        top1 = {(r["k"], r["t"]): f"{100 * r['top1']:.1f}" for r in knn}
+        lines.append(
+            f"| raw pixels, full 60k bank (`raw_pixel_knn.py`; k=10 t=0.07: "
+            f"{top1.get((10, 0.07), '-')}) | - | all | {top1.get((200, 0.1), '-')} | "
+            f"{top1.get((20, 0.1), '-')} | - | - | - | - | - | - | - |"
+        )
+    return "\n".join(lines + paired_differences(table))
+
+
+PAIRED_KEYS = {
+    "knn200_backbone": "kNN k=200",
+    "knn20_backbone": "kNN k=20",
+    "linear_backbone": "linear (backbone)",
+    "linear_projector": "linear (projector)",
+    "rankme_backbone": "RankMe backbone",
+    "rankme_projector": "RankMe projector",
+}
+
+
+def paired_differences(table: dict[str, Any]) -> list[str]:
+    """SyRe on minus off, seed by seed: a pair shares init, data order and augmentations
+    (anchors come from their own generator), so only where the decay pulls differs."""
+    rows = {(row["method"], row["syre"]): row["per_seed"] for row in table["rows"]}
+    lines = [
+        "",
+        "Paired difference SyRe on − off (same seed), mean ± std over seeds "
+        "(points for accuracies):",
+        "",
+        "| method | seeds | " + " | ".join(PAIRED_KEYS.values()) + " |",
+        "|---|---|" + "---|" * len(PAIRED_KEYS),
+    ]
+    for method in METHODS:
+        off, on = rows.get((method, False), {}), rows.get((method, True), {})
+        seeds = sorted(set(off) & set(on))
+        if not seeds:
+            continue
+        cells = [
+            fmt(summarize([on[seed][key] - off[seed][key] for seed in seeds]))
+            for key in PAIRED_KEYS
+        ]
+        lines.append(f"| {method} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+    return lines if len(lines) > 5 else []
 
 
 def write_results(table: dict[str, Any]) -> None:
