@@ -114,7 +114,7 @@ def spectra_of(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def markdown(args: argparse.Namespace, rows: dict[str, dict[str, Any]]) -> str:
     lines = [
-        f"`{shown_path(args.config)}` {' '.join(args.set)}, tag `{args.tag}`. "
+        f"`{' '.join([shown_path(args.config), *args.set])}`, tag `{args.tag}`. "
         "Mean ± std over the seeds listed. Accuracies in % on the config's test subset; "
         "kNN k=200 t=0.1 on backbone features. Low-rank = share of singular values below "
         "1e-3 of the largest; dead = share of constant units.",

@@ -152,9 +152,10 @@ def plot_spectra(spectra: dict[str, ArrayLike], path: str | Path, title: str | N
 
     Matches the figures of Jing et al. [1]; pass e.g. ``{"backbone": s1, "projector": s2}``
     or ``{"SyRe": s_on, "no SyRe": s_off}`` from :func:`singular_value_spectrum`. Values
-    below float64 precision (2.2e-16 times the largest, numerically zero) are drawn at that
-    floor, so that the collapsed tail shows as a flat line at the bottom. Uses matplotlib's Agg canvas directly and leaves pyplot's global state
-    alone.
+    below float64 precision (2.2e-16 times the largest value of all spectra: numerically zero)
+    are drawn at that shared floor, so a collapsed tail, or a spectrum that is zero as a
+    whole (constant embeddings), shows as a flat line at the bottom instead of stretching the
+    axis. Uses matplotlib's Agg canvas directly and leaves pyplot's global state alone.
 
     Args:
         spectra: Legend label to singular values (1-D, any order; sorted here).
@@ -170,10 +171,13 @@ def plot_spectra(spectra: dict[str, ArrayLike], path: str | Path, title: str | N
     figure = Figure(figsize=(6, 4), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    for label, values in spectra.items():
-        values = torch.as_tensor(values).detach().cpu().double().reshape(-1)
-        values = values.sort(descending=True).values
-        floor = torch.finfo(torch.float64).eps * max(values[0].item() if len(values) else 0, 1e-300)
+    sorted_spectra = {
+        label: torch.as_tensor(values).detach().cpu().double().reshape(-1).sort(descending=True)[0]
+        for label, values in spectra.items()
+    }
+    largest = max((v[0].item() for v in sorted_spectra.values() if len(v)), default=0.0)
+    floor = torch.finfo(torch.float64).eps * max(largest, 1e-300)
+    for label, values in sorted_spectra.items():
         values = values.clamp_min(floor)
         axes.plot(np.arange(1, len(values) + 1), values.log10().numpy(), label=label)
     axes.set_xlabel("singular value rank index")

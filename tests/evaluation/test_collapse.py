@@ -110,6 +110,25 @@ def test_plot_spectra_writes_a_png(tmp_path):
     assert len(data) > 1000 and data.startswith(b"\x89PNG")
 
 
+def test_plot_spectra_draws_all_curves_above_one_shared_floor(tmp_path, monkeypatch):
+    """A spectrum that is zero as a whole sits at the common floor, not 30 decades lower."""
+    from matplotlib.axes import Axes
+
+    drawn = {}
+    plot = Axes.plot
+
+    def record(self, x, y, *args, label=None, **kwargs):
+        drawn[label] = np.asarray(y)
+        return plot(self, x, y, *args, label=label, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", record)
+    healthy = singular_value_spectrum(_gaussian(1000, DIM))
+    plot_spectra({"healthy": healthy, "constant": torch.full((DIM,), 1e-31)}, tmp_path / "s.png")
+    floor = np.log10(np.finfo(np.float64).eps * healthy.max().item())
+    np.testing.assert_allclose(drawn["constant"], floor)
+    assert drawn["healthy"].min() > floor
+
+
 def test_bad_shapes_raise():
     with pytest.raises(ValueError, match="shape"):
         rankme(torch.ones(10))
