@@ -28,11 +28,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from results_table import cell_numbers, fmt, summarize, summarize_rows, write_block
+from results_table import (
+    RESULTS_MD,
+    cell_numbers,
+    fmt,
+    summarize,
+    summarize_rows,
+    write_block,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "benchmarks" / "configs"
-RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 METHODS = ("simclr", "byol", "simsiam")
 
@@ -247,7 +253,7 @@ def write_results(table: dict[str, Any]) -> None:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     name = f"ablation_{table['scale']}_steps{table['max_steps']}"
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps(table, indent=2))
-    write_block(name, markdown(table), RESULTS_MD)
+    write_block(name, markdown(table))
     print(f"wrote {RESULTS_DIR / (name + '.json')} and the {name} block of {RESULTS_MD}")
 
 

@@ -183,12 +183,11 @@ def main() -> None:
                 train_variant(variant, seed, args)
     rows: dict[str, dict[str, Any]] = {}
     for variant in variants:
+        metrics = {seed: run_dir_of(variant, seed, args) / "metrics.json" for seed in args.seeds}
         per_seed = {
-            seed: cell_numbers(
-                json.loads((run_dir_of(variant, seed, args) / "metrics.json").read_text())
-            )
-            for seed in args.seeds
-            if (run_dir_of(variant, seed, args) / "metrics.json").is_file()
+            seed: cell_numbers(json.loads(path.read_text()))
+            for seed, path in metrics.items()
+            if path.is_file()
         }
         if per_seed:
             rows[variant] = {

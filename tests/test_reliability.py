@@ -392,6 +392,22 @@ def image_folder(root: Path, per_class: int = 20, modes: tuple[str, ...] = ("RGB
     return root
 
 
+def train_on_folder(
+    capsys: pytest.CaptureFixture[str], root: Path, output_dir: Path, *extra: str
+) -> tuple[int, str]:
+    """train.py on an image folder of 16x16 crops, batch 8; returns (exit code, stderr)."""
+    return cli(
+        capsys,
+        *FAST,
+        f"output_dir={output_dir}",
+        "data.name=imagefolder",
+        f"data.root={root}",
+        "data.image_size=16",
+        "data.batch_size=8",
+        *extra,
+    )
+
+
 BAD_INPUTS = {
     "config missing": (lambda tmp: ["nothing/here.yaml"], "does not exist"),
     "config not YAML": (
@@ -452,15 +468,7 @@ def test_corrupt_and_non_image_files_are_skipped_with_a_counted_warning(
     write(root / "class0/broken.png", b"\x89PNG\r\n\x1a\n not really")
     write(root / "class1/notes.jpg", "this is text")
     with pytest.warns(UserWarning, match="skipping 2 of 42 image files"):
-        code, stderr = cli(
-            capsys,
-            *FAST,
-            f"output_dir={tmp_path / 'runs'}",
-            "data.name=imagefolder",
-            f"data.root={root}",
-            "data.image_size=16",
-            "data.batch_size=8",
-        )
+        code, stderr = train_on_folder(capsys, root, tmp_path / "runs")
     assert code == 0, stderr[-3000:]
 
 
@@ -469,16 +477,7 @@ def test_images_of_mixed_sizes_and_modes_train(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = image_folder(tmp_path / "images", modes=("RGB", "L", "RGBA", "P", "I;16", "LA", "1"))
-    code, stderr = cli(
-        capsys,
-        *FAST,
-        f"output_dir={tmp_path / 'runs'}",
-        "data.name=imagefolder",
-        f"data.root={root}",
-        "data.image_size=16",
-        "data.batch_size=8",
-        "method=byol",
-    )
+    code, stderr = train_on_folder(capsys, root, tmp_path / "runs", "method=byol")
     assert code == 0, stderr[-3000:]
 
 
