@@ -54,7 +54,8 @@ def decay_of(metrics: dict[str, Any]) -> str:
     decay = metrics["run"].get("decay")
     if decay is None:  # runs from before metrics.json recorded it
         return "not recorded"
-    toward = "0" if decay["toward"] == "zero" else f"θ0 (σ0={decay['sigma0']:g})"
+    absolute = " absolute" if decay.get("anchor_scale") == "absolute" else ""
+    toward = "0" if decay["toward"] == "zero" else f"θ0 (σ0={decay['sigma0']:g}{absolute})"
     if decay.get("d_eps"):
         toward += f", D eps={decay['d_eps']:g}"
     pull = decay.get("pull_per_step")

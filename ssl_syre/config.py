@@ -73,7 +73,10 @@ class SyReConfig:
     # syre.enabled=false syre.mode=coupled.
     enabled: bool = True
     weight_decay: float | None = None  # None: optimizer.weight_decay
-    sigma0: float = 0.01  # anchor std is sigma0 / sqrt(fan_in) (0.01 x fan_in**-0.5 absolute)
+    sigma0: float = 0.01  # anchor std: sigma0 / sqrt(fan_in), or sigma0 itself (anchor_scale)
+    # fan_in: std sigma0/sqrt(fan_in), the same share of every layer's init scale;
+    # absolute: std sigma0 for every tensor, the paper's theta0 ~ N(0, sigma0^2) as written.
+    anchor_scale: str = "fan_in"
     d_eps: float = 0.0  # > 0: advanced removal, D ~ U[1 - d_eps, 1 + d_eps]
     seed: int | None = None  # None: the run's seed
     mode: str = "decoupled"  # decoupled (like AdamW) | coupled (added to the gradient)
@@ -208,12 +211,14 @@ def validate(cfg: DictConfig) -> None:
 
     from ssl_syre.data import DATASETS
     from ssl_syre.methods import METHODS
+    from ssl_syre.syre import ANCHOR_SCALES, MODES
 
     _check_choice("method", cfg.method, list(METHODS))
     _check_choice("data.name", cfg.data.name, list(DATASETS))
     _check_choice("optimizer.name", cfg.optimizer.name, ["sgd", "lars", "adamw"])
     _check_choice("optimizer.scheduler", cfg.optimizer.scheduler, ["cosine", "constant"])
-    _check_choice("syre.mode", cfg.syre.mode, ["decoupled", "coupled"])
+    _check_choice("syre.mode", cfg.syre.mode, list(MODES))
+    _check_choice("syre.anchor_scale", cfg.syre.anchor_scale, list(ANCHOR_SCALES))
     for part in cfg.syre.parts:
         _check_choice("syre.parts entry", part, ["backbone", "projection_head", "prediction_head"])
     if not timm.is_model(cfg.backbone.name):

@@ -33,6 +33,9 @@ from torch.optim import Optimizer
 NamedParameters = Iterable[tuple[str, nn.Parameter]]
 
 MODES = ("decoupled", "coupled")
+# How sigma0 sets the anchor std: sigma0/√fan_in (init-relative), or sigma0 itself (the paper's
+# θ0 ~ N(0, σ0²) read literally).
+ANCHOR_SCALES = ("fan_in", "absolute")
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
 _DOUBLE_DECAY = (
     "set weight_decay=0 for the parameters SyRe covers; SyRe applies the decay toward its anchors "
@@ -111,7 +114,8 @@ class _Bucket:
 class SyRe:
     """Decay toward fixed random anchors θ0 instead of toward 0 (syre, [0]).
 
-    Each covered parameter w gets an anchor θ0 ~ N(0, σ²) with σ = sigma0/√fan_in, drawn once
+    Each covered parameter w gets an anchor θ0 ~ N(0, σ²) with σ = sigma0/√fan_in (or
+    σ = sigma0 with `anchor_scale="absolute"`, the paper's θ0 ~ N(0, σ0²)), drawn once
     and never trained, and, with `d_eps > 0`, a diagonal D with entries uniform in
     [1 − d_eps, 1 + d_eps]. Every optimizer step then applies, with the group's current lr:
 
@@ -139,7 +143,8 @@ class SyRe:
     Args:
         module: The model whose parameters SyRe covers (names are `module.named_parameters()`).
         weight_decay: γ, the strength of the pull toward the anchors.
-        sigma0: Anchor scale; the anchor std is sigma0/√fan_in. The paper uses 0.01 for SSL and
+        sigma0: Anchor scale; the anchor std is sigma0/√fan_in (see `anchor_scale`); 0 makes
+            this plain decay toward 0 through the same update. The paper uses 0.01 for SSL and
             saw no harm on ResNet-18/CIFAR-10 below 0.2.
         d_eps: Half-width of D's entries around 1 ("advanced removal"); 0 means D = I, and no D
             tensors are stored or multiplied.
@@ -148,6 +153,10 @@ class SyRe:
         include_1d: Also cover biases and other 1-D tensors.
         parameters: Optional (name, parameter) pairs to consider instead of all of
             `module.named_parameters()`.
+        anchor_scale: "fan_in" (std sigma0/√fan_in: one sigma0 means the same fraction of
+            each layer's init scale) or "absolute" (std sigma0 for every tensor, the paper's
+            θ0 ~ N(0, σ0²) as written; sigma0 = 0.01 absolute is 0.01·√512 ≈ 0.23 fan_in-relative
+            on a fan_in-512 layer).
 
     Raises:
         ValueError: For an unknown mode, negative weight_decay/sigma0, d_eps outside [0, 1),
@@ -174,7 +183,13 @@ class SyRe:
         mode: str = "decoupled",
         include_1d: bool = False,
         parameters: NamedParameters | None = None,
+        anchor_scale: str = "fan_in",
     ) -> None:
+        if anchor_scale not in ANCHOR_SCALES:
+            raise ValueError(
+                f"SyRe anchor_scale must be one of {ANCHOR_SCALES}, got '{anchor_scale}'"
+            )
+        self._anchor_scale = anchor_scale
         if sigma0 < 0:
             raise ValueError(f"SyRe sigma0 must be >= 0, got {sigma0}")
         if not 0.0 <= d_eps < 1.0:
@@ -244,8 +259,13 @@ class SyRe:
 
     @property
     def sigma0(self) -> float:
-        """Anchor scale: anchor std = sigma0/√fan_in."""
+        """Anchor scale: anchor std = sigma0/√fan_in, or sigma0 when anchor_scale is absolute."""
         return self._sigma0
+
+    @property
+    def anchor_scale(self) -> str:
+        """ "fan_in" (std sigma0/√fan_in) or "absolute" (std sigma0)."""
+        return self._anchor_scale
 
     @property
     def d_eps(self) -> float:
@@ -290,7 +310,8 @@ class SyRe:
         numel = sum(p.numel() for p in self._params.values())
         return (
             f"SyRe(covered={len(self._params)} tensors/{numel} values, "
-            f"weight_decay={self._weight_decay}, sigma0={self._sigma0}, d_eps={self._d_eps}, "
+            f"weight_decay={self._weight_decay}, sigma0={self._sigma0} ({self._anchor_scale}), "
+            f"d_eps={self._d_eps}, "
             f"seed={self._seed}, mode='{self._mode}', attached={self.attached})"
         )
 
@@ -299,7 +320,8 @@ class SyRe:
     def _draw_anchor(self, name: str, shape: torch.Size, fan_in: int) -> Tensor:
         if self._sigma0 == 0.0:  # exact +0.0 everywhere (randn·0 would give some -0.0)
             return torch.zeros(shape, dtype=torch.float32)
-        std = self._sigma0 / math.sqrt(fan_in)
+        divisor = math.sqrt(fan_in) if self._anchor_scale == "fan_in" else 1.0
+        std = self._sigma0 / divisor
         generator = _generator(self._seed, name, "anchor")
         return torch.randn(shape, generator=generator, dtype=torch.float32).mul_(std)
 
@@ -541,6 +563,7 @@ class SyRe:
             "config": {
                 "weight_decay": self._weight_decay,
                 "sigma0": self._sigma0,
+                "anchor_scale": self._anchor_scale,
                 "d_eps": self._d_eps,
                 "seed": self._seed,
                 "mode": self._mode,
@@ -594,6 +617,8 @@ class SyRe:
         self.weight_decay = float(config["weight_decay"])
         self.mode = str(config["mode"])
         self._sigma0 = float(config["sigma0"])
+        # States saved before anchor_scale existed were all fan_in-relative.
+        self._anchor_scale = str(config.get("anchor_scale", "fan_in"))
         self._d_eps = float(config["d_eps"])
         self._seed = int(config["seed"])
         self._include_1d = bool(config["include_1d"])
@@ -734,4 +759,4 @@ def syre_param_groups(
     ]
 
 
-__all__ = ["SyRe", "steady_pull", "syre_param_groups"]
+__all__ = ["ANCHOR_SCALES", "MODES", "SyRe", "steady_pull", "syre_param_groups"]

@@ -59,6 +59,8 @@ def test_wrong_type() -> None:
         ("trainer.max_epoch=2", "trainer.max_epoch", "max_epochs"),
         ("method_kwargs.temprature=0.2", "temprature", "temperature"),
         ("optimizer.name=adam", "optimizer.name", "adamw"),
+        ("syre.anchor_scale=absolut", "syre.anchor_scale", "absolute"),
+        ("syre.mode=couple", "syre.mode", "coupled"),
     ],
 )
 def test_unknown_names(override: str, needle: str, hint: str) -> None:

@@ -264,6 +264,22 @@ def test_anchor_and_d_statistics_and_global_rng_untouched() -> None:
     assert SyRe(model, sigma0=0.1).d_diagonal is None
 
 
+def test_absolute_anchor_scale_is_the_papers_sigma0_for_every_layer() -> None:
+    """anchor_scale="absolute": std sigma0 whatever the fan_in; same draws, rescaled."""
+    model = nn.Sequential(nn.Linear(1000, 400), nn.Conv2d(64, 64, 3))
+    absolute = SyRe(model, sigma0=0.01, anchor_scale="absolute")
+    relative = SyRe(model, sigma0=0.01)
+    for name, fan_in in (("0.weight", 1000), ("1.weight", 64 * 9)):
+        assert absolute.anchors[name].std().item() == pytest.approx(0.01, rel=0.02)
+        torch.testing.assert_close(absolute.anchors[name], relative.anchors[name] * fan_in**0.5)
+    restored = SyRe(model, sigma0=0.5)
+    restored.load_state_dict(absolute.state_dict())
+    assert restored.anchor_scale == "absolute"
+    assert torch.equal(restored.anchors["1.weight"], absolute.anchors["1.weight"])
+    with pytest.raises(ValueError, match="anchor_scale"):
+        SyRe(model, anchor_scale="relative")
+
+
 # ---------------------------------------------------------------- 4. coverage
 
 
