@@ -1,16 +1,19 @@
 """SyRe on/off ablation for SimCLR, BYOL and SimSiam: one train.py run per cell, one table.
 
-Each cell (method, SyRe on/off, seed) is one `python train.py benchmarks/configs/<method>.yaml
-syre.enabled=... seed=... output_dir=... run_name=...` subprocess with a fixed step budget
-(trainer.max_steps: deterministic, unlike wall time). With SyRe off the same gamma is plain
-weight decay toward 0, so the pair differs only in where the decay pulls. The script reads every
-run's metrics.json and writes mean +- std over seeds as a markdown table into
-benchmarks/RESULTS.md (between markers, so reruns replace it) and as JSON into
-benchmarks/results/. Finished cells are skipped unless --force, so an interrupted table resumes.
+Each cell (method, decay mode, sigma0, seed) is one `python train.py
+benchmarks/configs/<method>.yaml syre.mode=... syre.sigma0=... seed=... run_name=...` subprocess
+with a fixed step budget (trainer.max_steps: deterministic, unlike wall time). SyRe off is
+sigma0 = 0 (`syre.enabled=false`): the same gamma, mode and update decaying toward 0, so an on
+cell and the off cell of its mode differ in the anchor alone. The script reads every run's
+metrics.json and writes mean +- std over seeds, each sigma0 minus off paired by seed, and per
+row the decay's mode and pull per step, as a markdown table into benchmarks/RESULTS.md (between
+markers, so reruns replace it) and as JSON into benchmarks/results/. Finished cells are skipped
+unless --force, so an interrupted table resumes.
 
 Run:
   python benchmarks/ablation.py                                  # whole table, CPU scale
-  python benchmarks/ablation.py --method simclr --syre on --seed 0   # one cell
+  python benchmarks/ablation.py --sigma0 0.01 0.1 0.3 1.0 --modes coupled   # a sigma0 sweep
+  python benchmarks/ablation.py --method simclr --syre on --seed 0   # one cell per mode
   python benchmarks/ablation.py --seeds 0 --max-steps 100        # a reduced budget
   python benchmarks/ablation.py --collect-only                   # rebuild the table only
   python benchmarks/ablation.py --scale gpu                      # resnet18, all 60k, more steps
@@ -31,7 +34,9 @@ from typing import Any
 from results_table import (
     RESULTS_MD,
     cell_numbers,
+    decay_of,
     fmt,
+    paired,
     summarize,
     summarize_rows,
     write_block,
@@ -41,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "benchmarks" / "configs"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 METHODS = ("simclr", "byol", "simsiam")
+MODES = ("decoupled", "coupled")  # ssl_syre.syre.MODES; this script runs train.py, imports no torch
 
 # Overrides on top of benchmarks/configs/<method>.yaml for each scale.
 SCALES: dict[str, dict[str, Any]] = {
@@ -61,20 +67,29 @@ SCALES: dict[str, dict[str, Any]] = {
 }
 
 
-def run_name(method: str, syre: bool, seed: int, max_steps: int) -> str:
-    return f"{method}_syre-{'on' if syre else 'off'}_seed{seed}_steps{max_steps}"
+def run_name(method: str, mode: str, sigma0: float, seed: int, max_steps: int) -> str:
+    """sigma0 = 0 is the off cell (decay toward 0)."""
+    syre = f"sigma{sigma0:g}" if sigma0 else "off"
+    return f"{method}_{mode}_{syre}_seed{seed}_steps{max_steps}"
+
+
+def syre_overrides(mode: str, sigma0: float) -> list[str]:
+    if not sigma0:
+        return ["syre.enabled=false", f"syre.mode={mode}"]
+    return ["syre.enabled=true", f"syre.mode={mode}", f"syre.sigma0={sigma0:g}"]
 
 
 def run_cell(
     method: str,
-    syre: bool,
+    mode: str,
+    sigma0: float,
     seed: int,
     args: argparse.Namespace,
     max_steps: int,
 ) -> Path:
     """Train one cell unless its metrics.json exists; return its run directory."""
     output_dir = Path(args.output_dir) / args.scale
-    run_dir = output_dir / run_name(method, syre, seed, max_steps)
+    run_dir = output_dir / run_name(method, mode, sigma0, seed, max_steps)
     if (run_dir / "metrics.json").is_file() and not args.force:
         print(f"skip (done): {run_dir}", flush=True)
         return run_dir
@@ -84,7 +99,7 @@ def run_cell(
         sys.executable,
         str(ROOT / "train.py"),
         str(CONFIGS / f"{method}.yaml"),
-        f"syre.enabled={str(syre).lower()}",
+        *syre_overrides(mode, sigma0),
         f"seed={seed}",
         f"output_dir={output_dir}",
         f"run_name={run_dir.name}",
@@ -114,35 +129,39 @@ def run_cell(
 
 
 def collect(args: argparse.Namespace, max_steps: int) -> dict[str, Any]:
-    """Mean and std over seeds for every (method, syre) pair that has finished runs."""
+    """Mean and std over seeds for every (method, mode, sigma0) that has finished runs."""
     output_dir = Path(args.output_dir) / args.scale
     rows: list[dict[str, Any]] = []
     raw: dict[str, dict[int, float]] = {}
     for method in METHODS:
-        for syre in (False, True):
-            per_seed = {}
-            pattern = run_name(method, syre, 0, max_steps).replace("_seed0_", "_seed*_")
-            for path in sorted(output_dir.glob(f"{pattern}/metrics.json")):
-                seed = int(path.parent.name.split("_seed")[1].split("_")[0])
-                if args.table_seeds is None or seed in args.table_seeds:
-                    per_seed[seed] = cell_numbers(json.loads(path.read_text()))
-            if not per_seed:
-                continue
-            stats = summarize_rows(per_seed)
-            # Raw pixels depend only on the seed's data subset, not on the method: once per seed.
-            for key in ("knn200_raw_pixels", "knn20_raw_pixels"):
-                for seed, numbers in per_seed.items():
-                    if key in numbers:
-                        raw.setdefault(key, {})[seed] = numbers[key]
-            rows.append(
-                {
-                    "method": method,
-                    "syre": syre,
-                    "seeds": sorted(per_seed),
-                    "stats": stats,
-                    "per_seed": per_seed,
-                }
-            )
+        for mode in args.modes:
+            for sigma0 in [0.0, *args.sigma0]:
+                per_seed, decay = {}, "-"
+                pattern = run_name(method, mode, sigma0, 0, max_steps).replace("_seed0_", "_seed*_")
+                for path in sorted(output_dir.glob(f"{pattern}/metrics.json")):
+                    seed = int(path.parent.name.split("_seed")[1].split("_")[0])
+                    if args.table_seeds is None or seed in args.table_seeds:
+                        metrics = json.loads(path.read_text())
+                        per_seed[seed] = cell_numbers(metrics)
+                        decay = decay_of(metrics)
+                if not per_seed:
+                    continue
+                # Raw pixels depend only on the seed's data subset, not on the cell: once per seed.
+                for key in ("knn200_raw_pixels", "knn20_raw_pixels"):
+                    for seed, numbers in per_seed.items():
+                        if key in numbers:
+                            raw.setdefault(key, {})[seed] = numbers[key]
+                rows.append(
+                    {
+                        "method": method,
+                        "mode": mode,
+                        "sigma0": sigma0,
+                        "decay": decay,
+                        "seeds": sorted(per_seed),
+                        "stats": summarize_rows(per_seed),
+                        "per_seed": per_seed,
+                    }
+                )
     return {
         "scale": args.scale,
         "max_steps": max_steps,
@@ -165,12 +184,14 @@ def markdown(table: dict[str, Any]) -> str:
         f"Scale `{table['scale']}`, trainer.max_steps={table['max_steps']}, "
         f"overrides: `{' '.join(table['config_overrides']) or '-'}`. "
         "Mean ± std over the seeds listed (std only when n > 1). Accuracies in % on the "
-        "Fashion-MNIST test split (all 10k images unless data.test_subset is overridden).",
+        "Fashion-MNIST test split (all 10k images unless data.test_subset is overridden). "
+        "'Decay' is what each row decays toward, in which mode, and the pull per step at the "
+        "peak lr; rows of one method and mode differ in the anchor alone.",
         "",
-        "| method | SyRe | seeds | kNN k=200 | kNN k=20 | linear (backbone) | "
+        "| method | SyRe | decay | seeds | kNN k=200 | kNN k=20 | linear (backbone) | "
         "linear (projector) | RankMe backbone | low-rank backbone % | RankMe projector | "
         "low-rank projector % | wall time s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table["rows"]:
         s = row["stats"]
@@ -181,7 +202,8 @@ def markdown(table: dict[str, Any]) -> str:
             + " | ".join(
                 [
                     row["method"],
-                    "on" if row["syre"] else "off (plain wd)",
+                    f"sigma0={row['sigma0']:g}" if row["sigma0"] else "off (toward 0)",
+                    row["decay"],
                     ",".join(map(str, row["seeds"])),
                     fmt(s.get("knn200_backbone")),
                     fmt(s.get("knn20_backbone")),
@@ -199,7 +221,7 @@ def markdown(table: dict[str, Any]) -> str:
     raw = table["raw_pixels"]
     if raw:
         lines.append(
-            f"| raw pixels (784-d) | - | same splits | {fmt(raw.get('knn200_raw_pixels'))} | "
+            f"| raw pixels (784-d) | - | - | same splits | {fmt(raw.get('knn200_raw_pixels'))} | "
             f"{fmt(raw.get('knn20_raw_pixels'))} | - | - | - | - | - | - | - |"
         )
     full_bank = RESULTS_DIR / "raw_pixel_knn_fashion_mnist.json"
@@ -208,7 +230,7 @@ def markdown(table: dict[str, Any]) -> str:
         top1 = {(r["k"], r["t"]): f"{100 * r['top1']:.1f}" for r in knn}
         lines.append(
             f"| raw pixels, full 60k bank (`raw_pixel_knn.py`; k=10 t=0.07: "
-            f"{top1.get((10, 0.07), '-')}) | - | all | {top1.get((200, 0.1), '-')} | "
+            f"{top1.get((10, 0.07), '-')}) | - | - | all | {top1.get((200, 0.1), '-')} | "
             f"{top1.get((20, 0.1), '-')} | - | - | - | - | - | - | - |"
         )
     return "\n".join(lines + paired_differences(table))
@@ -225,27 +247,27 @@ PAIRED_KEYS = {
 
 
 def paired_differences(table: dict[str, Any]) -> list[str]:
-    """SyRe on minus off, seed by seed: a pair shares init, data order and augmentations
-    (anchors come from their own generator), so only where the decay pulls differs."""
-    rows = {(row["method"], row["syre"]): row["per_seed"] for row in table["rows"]}
+    """Each sigma0 minus off of the same method and mode, seed by seed: the anchor alone."""
+    off = {(r["method"], r["mode"]): r["per_seed"] for r in table["rows"] if not r["sigma0"]}
     lines = [
         "",
-        "Paired difference SyRe on − off (same seed), mean ± std over seeds "
-        "(points for accuracies):",
+        "Paired difference SyRe − off (same method, mode and seed: the anchor alone), "
+        "mean ± std over seeds (points for accuracies):",
         "",
-        "| method | seeds | " + " | ".join(PAIRED_KEYS.values()) + " |",
-        "|---|---|" + "---|" * len(PAIRED_KEYS),
+        "| method | mode | SyRe | seeds | " + " | ".join(PAIRED_KEYS.values()) + " |",
+        "|---|---|---|---|" + "---|" * len(PAIRED_KEYS),
     ]
-    for method in METHODS:
-        off, on = rows.get((method, False), {}), rows.get((method, True), {})
-        seeds = sorted(set(off) & set(on))
-        if not seeds:
+    for row in table["rows"]:
+        control = off.get((row["method"], row["mode"]))
+        if not row["sigma0"] or control is None:
             continue
-        cells = [
-            fmt(summarize([on[seed][key] - off[seed][key] for seed in seeds]))
-            for key in PAIRED_KEYS
-        ]
-        lines.append(f"| {method} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+        seeds, stats = paired(row["per_seed"], control, list(PAIRED_KEYS))
+        if seeds:
+            cells = [fmt(stats.get(key)) for key in PAIRED_KEYS]
+            lines.append(
+                f"| {row['method']} | {row['mode']} | sigma0={row['sigma0']:g} | "
+                f"{','.join(map(str, seeds))} | " + " | ".join(cells) + " |"
+            )
     return lines if len(lines) > 5 else []
 
 
@@ -261,6 +283,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--syre", choices=["on", "off", "both"], default="both")
+    parser.add_argument(
+        "--modes", nargs="+", choices=MODES, default=list(MODES), help="syre.mode of the cells"
+    )
+    parser.add_argument(
+        "--sigma0", type=float, nargs="+", default=[0.01], help="sigma0 of the SyRe-on cells"
+    )
     parser.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument("--max-steps", type=int, help="override the scale's step budget")
@@ -284,12 +312,14 @@ def main() -> None:
     max_steps = args.max_steps or SCALES[args.scale]["max_steps"]
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     if not args.collect_only:
-        syre_values = {"on": [True], "off": [False], "both": [False, True]}[args.syre]
+        on = [s for s in args.sigma0 if s > 0]
+        sigma0s = {"on": on, "off": [0.0], "both": [0.0, *on]}[args.syre]
         # Seed-major order: a partial table already covers every method and both SyRe settings.
         for seed in args.seeds:
             for method in args.method:
-                for syre in syre_values:
-                    run_cell(method, syre, seed, args, max_steps)
+                for mode in args.modes:
+                    for sigma0 in sigma0s:
+                        run_cell(method, mode, sigma0, seed, args, max_steps)
     if args.dry_run:
         return
     table = collect(args, max_steps)

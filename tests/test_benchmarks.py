@@ -95,3 +95,55 @@ def test_collapse_study_runs_and_writes_table_plots_and_json(tmp_path: Path) -> 
     # A rerun skips the finished runs instead of training again.
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count("skip (done)") == 2
+
+
+def fake_metrics(knn: float, mode: str, sigma0: float) -> dict:
+    """The parts of a metrics.json that the tables read."""
+    return {
+        "knn": [{"features": "backbone", "k": 200, "top1": knn}],
+        "linear_probe": [{"features": "backbone", "top1": knn + 0.01}],
+        "collapse": [
+            {"features": "backbone", "rankme": 10.0, "low_rankness": 0.0, "dim": 96},
+        ],
+        "run": {
+            "wall_time_s": 1.0,
+            "steps": 3,
+            "decay": {
+                "toward": "anchor" if sigma0 else "zero",
+                "mode": mode,
+                "sigma0": sigma0,
+                "d_eps": 0.0,
+                "pull_per_step": 6e-4 if mode == "coupled" else 6e-5,
+            },
+        },
+    }
+
+
+def test_ablation_pairs_each_sigma0_with_the_off_cell_of_its_mode(tmp_path: Path) -> None:
+    import argparse
+
+    import ablation
+
+    args = argparse.Namespace(
+        output_dir=str(tmp_path),
+        scale="cpu",
+        modes=["coupled"],
+        sigma0=[0.3],
+        table_seeds=None,
+        set=[],
+    )
+    accuracies = {(0.0, 0): 0.50, (0.0, 1): 0.60, (0.3, 0): 0.55, (0.3, 1): 0.62}
+    for (sigma0, seed), knn in accuracies.items():
+        run_dir = tmp_path / "cpu" / ablation.run_name("simclr", "coupled", sigma0, seed, 300)
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text(json.dumps(fake_metrics(knn, "coupled", sigma0)))
+    assert ablation.syre_overrides("coupled", 0.0) == ["syre.enabled=false", "syre.mode=coupled"]
+    table = ablation.collect(args, 300)
+    assert [(row["sigma0"], row["seeds"]) for row in table["rows"]] == [
+        (0.0, [0, 1]),
+        (0.3, [0, 1]),
+    ]
+    text = ablation.markdown(table)
+    assert "| simclr | off (toward 0) | coupled toward 0, 0.0006/step | 0,1 | 55.0 ± 7.1 |" in text
+    # Paired by seed: +5 and +2 points -> 3.5 ± 2.1, not the 3.5 ± 10 of unpaired means.
+    assert "| simclr | coupled | sigma0=0.3 | 0,1 | 3.5 ± 2.1 |" in text
