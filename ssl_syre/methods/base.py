@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
-from ssl_syre.backbones import backbone_kwargs_for_size, create_backbone
+from ssl_syre.backbones import backbone_kwargs_for_size, check_input_size, create_backbone
 from ssl_syre.data import DataInfo
 from ssl_syre.errors import UserError, suggest
 from ssl_syre.syre import SyRe, syre_param_groups
@@ -82,6 +82,7 @@ class SSLMethod(pl.LightningModule):
             small_image_stem=cfg.backbone.small_image_stem,
             **backbone_kwargs,
         )
+        check_input_size(self.backbone, cfg.backbone.name, info.image_size)
         if cfg.backbone.channels_last:
             # Convolutions follow the weights' memory format, so inputs need no conversion;
             # Lightning's later .to(device) keeps the format.
