@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -31,7 +33,10 @@ from ssl_syre.export import export_backbone
 from ssl_syre.methods import METHODS, SSLMethod
 
 RUN_DIR_ENV = "SSL_SYRE_RUN_DIR"  # hands rank 0's run directory to DDP's child processes
-LOW_PRECISION = {"bf16-true", "16-true", "bf16", "16", "half", "64-true"}
+# Lightning precision modes that keep the weights themselves in 16 bits ("transformer-engine"
+# casts them to bf16, "-float16" to fp16). The int and short string aliases (16, "16", "bf16")
+# name the *mixed* modes, with fp32 weights; 64/"64"/"64-true" keep fp64 weights.
+SIXTEEN_BIT_WEIGHTS = ("16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
 
 
 def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -142,12 +147,61 @@ def trainer_kwargs(cfg: DictConfig, steps_per_epoch: int) -> dict[str, Any]:
     else:
         kwargs.setdefault("deterministic", "warn")
     precision = str(kwargs.get("precision", "32-true"))
-    if cfg.syre.enabled and precision in LOW_PRECISION:
+    if cfg.syre.enabled and precision in SIXTEEN_BIT_WEIGHTS:
         raise UserError(
-            f"trainer.precision={precision} keeps weights in low precision, where SyRe's pull "
-            "toward the anchors falls below one ulp; use trainer.precision=bf16-mixed (fp32 master weights)"
+            f"trainer.precision={precision} keeps the weights in 16 bits, where SyRe's pull toward "
+            "the anchors falls below one ulp; use trainer.precision=bf16-mixed (fp32 master weights)"
         )
     return kwargs
+
+
+def _quiet_lightning() -> contextlib.ExitStack:
+    """Silence Lightning's warnings and info lines (device summary, precision notes)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        stack.callback(logger.setLevel, logger.level)
+        logger.setLevel(logging.ERROR)
+    return stack
+
+
+def check_trainer(cfg: DictConfig, steps_per_epoch: int) -> dict[str, Any]:
+    """The Trainer arguments of this run, checked by building a Trainer with them.
+
+    Runs before the run directory exists, so that a bad `trainer.*` value creates nothing.
+    Lightning's own complaint (a MisconfigurationException, ValueError or TypeError) becomes
+    one line naming the key; the key is found by leaving out one setting at a time.
+
+    Raises:
+        UserError: a `trainer.*` value Lightning refuses, or a precision SyRe cannot work in.
+    """
+    kwargs = trainer_kwargs(cfg, steps_per_epoch)
+    fixed = {"logger": False, "enable_checkpointing": False, "callbacks": []}
+
+    def refusal(arguments: dict[str, Any]) -> Exception | None:
+        with _quiet_lightning():
+            try:
+                pl.Trainer(**arguments, **fixed)
+            except (MisconfigurationException, ValueError, TypeError, RuntimeError) as error:
+                return error
+        return None
+
+    error = refusal(kwargs)
+    if error is None:
+        return kwargs
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    culprits = [
+        key for key in cfg.trainer if refusal({k: v for k, v in kwargs.items() if k != key}) is None
+    ]
+    if len(culprits) == 1:
+        key = culprits[0]
+        raise UserError(
+            f"bad value for config key 'trainer.{key}' ({kwargs[key]!r}): Lightning says: {message}"
+        )
+    settings = ", ".join(f"trainer.{key}={value!r}" for key, value in cfg.trainer.items())
+    raise UserError(f"Lightning refuses the trainer settings ({settings}): {message}")
 
 
 def quiet_known_warnings() -> None:
@@ -178,13 +232,16 @@ def train(cfg: DictConfig) -> Path:
             f"({len(train_set)} images); lower data.batch_size"
         )
     eval_train, eval_test = build_eval_datasets(cfg.data, cfg.seed)
+    # Everything the user's settings can break is built before the run directory exists, so
+    # that a bad value (backbone, trainer.*) leaves nothing behind.
+    model = method_cls(cfg, info)
+    kwargs = check_trainer(cfg, len(train_set) // cfg.data.batch_size)
     run_dir = make_run_dir(cfg)
     sets_env = RUN_DIR_ENV not in os.environ  # cleared after fit, so a next train() starts anew
     os.environ[RUN_DIR_ENV] = str(run_dir)
     if not cfg.resume and is_rank_zero():
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
-    model = method_cls(cfg, info)
     workers = int(cfg.data.num_workers)
     # Order and worker seeds from (seed, epoch) alone: a resumed run replays the same epochs.
     sampler = EpochSampler(len(train_set), cfg.seed)
@@ -231,7 +288,7 @@ def train(cfg: DictConfig) -> Path:
         callbacks.append(online)
     version = log_version(run_dir, cfg)
     trainer = pl.Trainer(
-        **trainer_kwargs(cfg, len(loader)),
+        **kwargs,
         default_root_dir=str(run_dir),
         logger=[
             CSVLogger(save_dir=str(run_dir), name="logs", version=version),
