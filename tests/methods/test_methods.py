@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
+from torch import nn
 
 from ssl_syre.config import load_config
 from ssl_syre.data import data_info
@@ -50,6 +54,56 @@ def test_byol_momentum_copy_is_frozen_and_follows() -> None:
     model, _ = build("byol")
     assert not any(p.requires_grad for p in model.backbone_momentum.parameters())
     assert "backbone_momentum" not in model.trainable_parts()
+    pairs = [
+        (model.backbone, model.backbone_momentum),
+        (model.projection_head, model.projection_head_momentum),
+    ]
+    with torch.no_grad():  # move the online networks away from their copies
+        for online, _ in pairs:
+            for param in online.parameters():
+                param.add_(torch.randn_like(param))
+    before = [[p.clone() for p in target.parameters()] for _, target in pairs]
+    m = model.momentum()
+    assert 0 < m < 1
+    views = [torch.randn(4, 1, model.info.image_size, model.info.image_size) for _ in range(2)]
+    model.training_loss(views)
+    for (online, target), old in zip(pairs, before, strict=True):
+        for online_p, target_p, old_p in zip(
+            online.parameters(), target.parameters(), old, strict=True
+        ):
+            # The EMA step: target <- m * target + (1 - m) * online.
+            torch.testing.assert_close(target_p, m * old_p + (1 - m) * online_p)
+            assert not torch.equal(target_p, old_p)
+
+
+def test_byol_momentum_updates_once_per_optimizer_step_under_accumulation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
+) -> None:
+    from ssl_syre.methods import byol
+    from tests.conftest import train_in_process
+
+    calls: list[int] = []
+
+    def counting_update(model: nn.Module, model_ema: nn.Module, m: float) -> None:
+        calls.append(1)
+        return update_momentum(model, model_ema, m)
+
+    update_momentum = byol.update_momentum
+    monkeypatch.setattr(byol, "update_momentum", counting_update)
+    run_dir = train_in_process(
+        tmp_path,
+        "method=byol",
+        "trainer.accumulate_grad_batches=2",
+        "trainer.limit_train_batches=4",
+        "eval.online_every_n_epochs=0",
+        "eval.linear_probe=false",
+        "eval.raw_pixel_baseline=false",
+        "eval.knn_k=[5]",
+        "export=false",
+    )
+    steps = json.loads((run_dir / "metrics.json").read_text())["run"]["steps"]
+    assert steps == 2  # 4 micro-batches, 2 optimizer steps
+    assert len(calls) == 2 * steps  # backbone and projection head, once per step each
 
 
 def test_syre_off_gives_plain_decay_groups() -> None:
