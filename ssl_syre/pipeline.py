@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ssl_syre.callbacks import EpochSampler, OnlineEvaluation, ReseedEachEpoch
 from ssl_syre.checkpoint import AtomicCheckpointIO, check_resumable
 from ssl_syre.config import DEFAULT_CONFIG, load_config
-from ssl_syre.data import build_eval_datasets, build_ssl_dataset, data_info
+from ssl_syre.data import build_eval_datasets, build_ssl_dataset, data_info, subset_record
 from ssl_syre.distributed import SyReAnchorCheck
 from ssl_syre.errors import UserError
 from ssl_syre.evaluation.features import Features, eval_loader, extract_features, raw_pixels
@@ -33,6 +33,7 @@ from ssl_syre.export import export_backbone
 from ssl_syre.methods import METHODS, SSLMethod
 
 RUN_DIR_ENV = "SSL_SYRE_RUN_DIR"  # hands rank 0's run directory to DDP's child processes
+EVAL_INDICES = "eval_indices.json"  # positions of the evaluation images in their splits
 # Lightning precision modes that keep the weights themselves in 16 bits ("transformer-engine"
 # casts them to bf16, "-float16" to fp16). The int and short string aliases (16, "16", "bf16")
 # name the *mixed* modes, with fp32 weights; 64/"64"/"64-true" keep fp64 weights.
@@ -371,6 +372,7 @@ def finish(
     results = evaluate_features(
         train_features, test_features, info.num_classes, cfg.eval, out_dir=run_dir
     )
+    eval_data = eval_data_record(cfg, eval_train, eval_test, run_dir)
     metrics: dict[str, Any] = {
         "run": {
             "method": cfg.method,
@@ -383,6 +385,7 @@ def finish(
             "wall_time_s": round(time.time() - started, 1),
             **distributed,
         },
+        "eval_data": eval_data,
         **results,
         "online": online.history if online is not None else [],
     }
@@ -392,7 +395,9 @@ def finish(
     export_dir = None
     if cfg.export:
         knn = [r for r in results["knn"] if r["features"] == "backbone"]
-        export_dir = export_backbone(model, run_dir / "export", extra={"knn": knn})
+        export_dir = export_backbone(
+            model, run_dir / "export", extra={"knn": knn, "eval_data": eval_data}
+        )
         metrics["export"] = str(export_dir.name)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print()
@@ -404,6 +409,27 @@ def finish(
         f"run directory: {run_dir}  (metrics.json, spectrum.png, checkpoints/, logs/"
         + (", export/)" if export_dir else ")")
     )
+
+
+def eval_data_record(
+    cfg: DictConfig, eval_train: Dataset, eval_test: Dataset | None, run_dir: Path
+) -> dict[str, Any]:
+    """Which images the final evaluation used: the kNN bank (train) and the queries (test).
+
+    Each split's size, the size of the whole split and the rule that drew the subset go into
+    metrics.json; the positions themselves go to eval_indices.json, so that the numbers can be
+    reproduced from the export with timm alone.
+    """
+    record: dict[str, Any] = {
+        "train": subset_record(eval_train, cfg.data.train_subset, cfg.seed),
+    }
+    indices = {"train": [int(i) for i in getattr(eval_train, "indices", range(len(eval_train)))]}  # type: ignore[arg-type]
+    if eval_test is not None:
+        record["test"] = subset_record(eval_test, cfg.data.test_subset, cfg.seed)
+        indices["test"] = [int(i) for i in getattr(eval_test, "indices", range(len(eval_test)))]  # type: ignore[arg-type]
+    (run_dir / EVAL_INDICES).write_text(json.dumps(indices))
+    record["indices"] = EVAL_INDICES
+    return record
 
 
 def headline(results: dict[str, list[dict[str, Any]]], cfg: DictConfig) -> str:

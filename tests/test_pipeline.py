@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from ssl_syre.evaluation.knn import knn_classify
-from tests.conftest import ROOT, run_train
+from tests.conftest import ROOT, run_train, train_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -200,6 +200,33 @@ def test_syre_off_and_on_and_export_loads_with_timm_alone(tiny: list[str], tmp_p
         )[0]
         assert ours["top1"] == pytest.approx(record["top1"], abs=1e-9)
     assert recorded == [r for r in syre["knn"] if r["features"] == "backbone"]
+
+
+def test_metrics_name_the_knn_bank_and_how_it_was_drawn(tmp_path: Path, one_thread: None) -> None:
+    """The bank is reproducible from metrics.json and eval_indices.json, without this package."""
+    import torch
+
+    run_dir = train_in_process(
+        tmp_path,
+        "data.train_subset=500",
+        "eval.online_every_n_epochs=0",
+        "eval.linear_probe=false",
+        "export=false",
+        "seed=3",
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    indices = json.loads((run_dir / metrics["eval_data"]["indices"]).read_text())
+    # The rule the README documents, written out here with torch alone (digits: 1,437 train).
+    drawn = torch.randperm(1437, generator=torch.Generator().manual_seed(3))[:500]
+    assert indices["train"] == sorted(drawn.tolist())
+    assert indices["test"] == list(range(360))  # no data.test_subset: the whole split
+    assert metrics["eval_data"]["train"]["size"] == 500
+    assert metrics["eval_data"]["train"]["of"] == 1437
+    assert "manual_seed(3))[:500]" in metrics["eval_data"]["train"]["rule"]
+    assert metrics["knn"]
+    for record in metrics["knn"]:
+        assert record["bank_size"] == len(indices["train"])
+        assert record["num_queries"] == len(indices["test"])
 
 
 def test_same_seed_same_metrics(tiny: list[str], tmp_path: Path) -> None:
