@@ -237,6 +237,13 @@ def test_same_seed_same_metrics(tiny: list[str], tmp_path: Path) -> None:
     for m in (a, b):
         m["run"].pop("wall_time_s")
     assert a == b
+    # The promise is "same machine and build": metrics.json says which build that was.
+    import torch
+
+    build = a["run"]["build"]
+    assert build["torch"] == torch.__version__
+    assert build["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert build["torch_threads"] >= 1 and build["device"] == "cpu"
 
 
 def test_quick_start_config_is_the_default() -> None:
