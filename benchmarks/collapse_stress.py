@@ -1,17 +1,20 @@
-"""Collapse stress test: plain weight decay vs SyRe (sigma0 and d_eps sweeps) over several seeds.
+"""Collapse stress test: decay toward 0 vs SyRe (sigma0 and d_eps sweeps), per decay mode and seed.
 
-Trains benchmarks/configs/stress_simclr.yaml (or --config) once per variant and seed with
-train.py. A variant is `off` (plain weight decay toward 0) or `SIGMA0[:D_EPS]` (SyRe with that
-sigma0 and, when given, advanced removal D ~ U[1 - d_eps, 1 + d_eps]); all variants share the
-same gamma. Reads every run's metrics.json and writes mean +- std over seeds as a markdown block
-in benchmarks/RESULTS.md (between markers) and as JSON; reloads the first seed's final
-checkpoint of each variant and overlays the singular value spectra of the projector outputs and
-of the backbone features with `ssl_syre.evaluation.collapse.plot_spectra`. Finished runs are
-skipped unless --force, so an interrupted sweep resumes.
+Trains benchmarks/configs/stress_simclr.yaml (or --config) once per mode, variant and seed with
+train.py. A variant is `off` (decay toward 0: SyRe's own update with sigma0 = 0) or
+`SIGMA0[:D_EPS]` (SyRe with that sigma0 and, when given, advanced removal
+D ~ U[1 - d_eps, 1 + d_eps]). Within a mode every variant shares gamma and the update rule, so
+a variant and `off` differ in the anchor alone; across modes the pull per step differs
+(decoupled lr·γ, coupled lr·γ/(1 − momentum)), and the table says so per row. Reads every
+run's metrics.json and writes mean +- std over seeds, and each variant minus `off` paired by
+seed, as a markdown block in benchmarks/RESULTS.md (between markers) and as JSON; reloads the
+first seed's final checkpoint of each row and overlays the singular value spectra of the
+projector outputs and of the backbone features with `ssl_syre.evaluation.collapse.plot_spectra`.
+Finished runs are skipped unless --force, so an interrupted sweep resumes.
 
 Run:
-  python benchmarks/collapse_stress.py --threads 1                        # off, 0.01, 0.1; seeds 0-2
-  python benchmarks/collapse_stress.py --variants off,0.001,0.01,0.1,0.01:0.1,0.01:0.5
+  python benchmarks/collapse_stress.py --threads 1        # both modes x off, 0.01, 0.1; seeds 0-2
+  python benchmarks/collapse_stress.py --modes coupled --variants off,0.01,0.1,0.3,1.0,0.3:0.1
   python benchmarks/collapse_stress.py --config benchmarks/configs/stress_simsiam.yaml \
       --tag stress_simsiam
   python benchmarks/collapse_stress.py --collect-only                     # table and plots only
@@ -29,7 +32,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from results_table import RESULTS_MD, cell_numbers, fmt, summarize_rows, write_block
+from results_table import (
+    RESULTS_MD,
+    cell_numbers,
+    decay_of,
+    fmt,
+    paired,
+    summarize_rows,
+    write_block,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,10 +48,11 @@ from ssl_syre.data import build_eval_datasets  # noqa: E402
 from ssl_syre.evaluation.collapse import plot_spectra, singular_value_spectrum  # noqa: E402
 from ssl_syre.evaluation.features import eval_loader, extract_features  # noqa: E402
 from ssl_syre.export import model_from_checkpoint  # noqa: E402
+from ssl_syre.syre import MODES  # noqa: E402
 
 
 def variant_overrides(variant: str) -> list[str]:
-    """'off' is plain weight decay; 'SIGMA0[:D_EPS]' is SyRe (same gamma either way)."""
+    """'off' is decay toward 0 (sigma0 = 0); 'SIGMA0[:D_EPS]' is SyRe (same gamma and mode)."""
     if variant == "off":
         return ["syre.enabled=false"]
     sigma0, _, d_eps = variant.partition(":")
@@ -55,7 +67,7 @@ def variant_overrides(variant: str) -> list[str]:
 
 def variant_label(variant: str) -> str:
     if variant == "off":
-        return "plain wd"
+        return "decay toward 0"
     sigma0, _, d_eps = variant.partition(":")
     return f"SyRe sigma0={sigma0}" + (f", D eps={d_eps}" if d_eps else "")
 
@@ -65,12 +77,13 @@ def shown_path(path: Path) -> str:
     return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
-def run_dir_of(variant: str, seed: int, args: argparse.Namespace) -> Path:
-    return Path(args.output_dir) / f"{args.tag}_{variant.replace(':', '-d')}_seed{seed}"
+def run_dir_of(mode: str, variant: str, seed: int, args: argparse.Namespace) -> Path:
+    name = f"{args.tag}_{mode}_{variant.replace(':', '-d')}_seed{seed}"
+    return Path(args.output_dir) / name
 
 
-def train_variant(variant: str, seed: int, args: argparse.Namespace) -> Path:
-    run_dir = run_dir_of(variant, seed, args)
+def train_variant(mode: str, variant: str, seed: int, args: argparse.Namespace) -> Path:
+    run_dir = run_dir_of(mode, variant, seed, args)
     if (run_dir / "metrics.json").is_file() and not args.force:
         print(f"skip (done): {run_dir}", flush=True)
         return run_dir
@@ -81,6 +94,7 @@ def train_variant(variant: str, seed: int, args: argparse.Namespace) -> Path:
         str(ROOT / "train.py"),
         str(args.config),
         *variant_overrides(variant),
+        f"syre.mode={mode}",
         f"seed={seed}",
         f"output_dir={args.output_dir}",
         f"run_name={run_dir.name}",
@@ -112,24 +126,39 @@ def spectra_of(run_dir: Path) -> dict[str, torch.Tensor]:
     return {kind: singular_value_spectrum(z) for kind, z in features.by_kind.items()}
 
 
+PAIRED_KEYS = {
+    "knn200_backbone": "kNN k=200",
+    "linear_backbone": "linear (backbone)",
+    "linear_projector": "linear (projector)",
+    "rankme_projector": "RankMe projector",
+    "lowrank_projector": "low-rank projector %",
+    "rankme_backbone": "RankMe backbone",
+    "dead_backbone": "dead backbone units %",
+}
+
+
 def markdown(args: argparse.Namespace, rows: dict[str, dict[str, Any]]) -> str:
     lines = [
         f"`{' '.join([shown_path(args.config), *args.set])}`, tag `{args.tag}`. "
         "Mean ± std over the seeds listed. Accuracies in % on the config's test subset; "
         "kNN k=200 t=0.1 on backbone features. Low-rank = share of singular values below "
-        "1e-3 of the largest; dead = share of constant units.",
+        "1e-3 of the largest; dead = share of constant units. 'Decay' names what each row "
+        "decays toward, in which mode, and the pull per step at the peak lr (decoupled lr·γ, "
+        "coupled lr·γ/(1 − momentum)); rows of one mode differ in the anchor alone.",
         "",
-        "| variant | seeds | RankMe projector | low-rank projector % | RankMe backbone | "
-        "low-rank backbone % | dead backbone units % | kNN k=200 | linear (backbone) | "
-        "linear (projector) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| mode | variant | decay | seeds | RankMe projector | low-rank projector % | "
+        "RankMe backbone | low-rank backbone % | dead backbone units % | kNN k=200 | "
+        "linear (backbone) | linear (projector) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for variant, row in rows.items():
+    for row in rows.values():
         s = row["stats"]
         dim_p = int(s["dim_projector"]["mean"]) if "dim_projector" in s else "?"
         dim_b = int(s["dim_backbone"]["mean"]) if "dim_backbone" in s else "?"
         cells = [
-            variant_label(variant),
+            row["mode"],
+            variant_label(row["variant"]),
+            row["decay"],
             ",".join(map(str, row["seeds"])),
             f"{fmt(s.get('rankme_projector'))} / {dim_p}",
             fmt(s.get("lowrank_projector")),
@@ -151,10 +180,36 @@ def markdown(args: argparse.Namespace, rows: dict[str, dict[str, Any]]) -> str:
     )
     if raw:
         lines.append(
-            f"| raw pixels (same test subset and bank) | | | | | | | "
+            f"| | raw pixels (same test subset and bank) | | | | | | | | "
             f"{fmt(raw['knn200_raw_pixels'])} | | |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + paired_lines(rows))
+
+
+def paired_lines(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """Each variant minus `off` of the same mode, seed by seed: the anchor's effect alone."""
+    lines = [
+        "",
+        "Paired difference variant − decay toward 0, same mode and seed (the anchor alone; "
+        "points for accuracies):",
+        "",
+        "| mode | variant | seeds | " + " | ".join(PAIRED_KEYS.values()) + " |",
+        "|---|---|---|" + "---|" * len(PAIRED_KEYS),
+    ]
+    for row in rows.values():
+        control = rows.get(f"{row['mode']}/off")
+        if row["variant"] == "off" or control is None:
+            continue
+        seeds, stats = paired(row["per_seed"], control["per_seed"], list(PAIRED_KEYS))
+        if seeds:
+            cells = [fmt(stats.get(key)) for key in PAIRED_KEYS]
+            label = variant_label(row["variant"])
+            lines.append(
+                f"| {row['mode']} | {label} | {','.join(map(str, seeds))} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    return lines if len(lines) > 5 else []
 
 
 def main() -> None:
@@ -163,6 +218,7 @@ def main() -> None:
         "--config", type=Path, default=ROOT / "benchmarks/configs/stress_simclr.yaml"
     )
     parser.add_argument("--variants", default="off,0.01,0.1", help="off or SIGMA0[:D_EPS], ...")
+    parser.add_argument("--modes", default="decoupled,coupled", help="syre.mode values, ...")
     parser.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--tag", default="stress_simclr")
     parser.add_argument("--set", nargs="*", default=[], help="extra train.py overrides")
@@ -175,38 +231,51 @@ def main() -> None:
     args = parser.parse_args()
     args.config = args.config.resolve()
     variants = args.variants.split(",")
+    modes = args.modes.split(",")
+    for mode in modes:
+        if mode not in MODES:
+            raise SystemExit(f"error: mode {mode!r} is not one of {', '.join(MODES)}")
     for variant in variants:
         variant_overrides(variant)  # refuse a malformed variant before hours of training
     if not args.collect_only:
         for seed in args.seeds:  # seed-major: an interrupted sweep has whole seeds
-            for variant in variants:
-                train_variant(variant, seed, args)
+            for mode in modes:
+                for variant in variants:
+                    train_variant(mode, variant, seed, args)
     rows: dict[str, dict[str, Any]] = {}
-    for variant in variants:
-        metrics = {seed: run_dir_of(variant, seed, args) / "metrics.json" for seed in args.seeds}
-        per_seed = {
-            seed: cell_numbers(json.loads(path.read_text()))
-            for seed, path in metrics.items()
-            if path.is_file()
-        }
-        if per_seed:
-            rows[variant] = {
-                "seeds": sorted(per_seed),
-                "stats": summarize_rows(per_seed),
-                "per_seed": per_seed,
+    for mode in modes:
+        for variant in variants:
+            paths = {
+                seed: run_dir_of(mode, variant, seed, args) / "metrics.json" for seed in args.seeds
             }
+            metrics = {
+                seed: json.loads(path.read_text()) for seed, path in paths.items() if path.is_file()
+            }
+            if metrics:
+                per_seed = {seed: cell_numbers(m) for seed, m in metrics.items()}
+                rows[f"{mode}/{variant}"] = {
+                    "mode": mode,
+                    "variant": variant,
+                    "decay": decay_of(next(iter(metrics.values()))),
+                    "seeds": sorted(per_seed),
+                    "stats": summarize_rows(per_seed),
+                    "per_seed": per_seed,
+                }
     if not rows:
         raise SystemExit(f"error: no finished runs for tag {args.tag!r} in {args.output_dir}")
     args.results.mkdir(parents=True, exist_ok=True)
     spectra = {
-        variant: spectra_of(run_dir_of(variant, rows[variant]["seeds"][0], args))
-        for variant in rows
+        key: spectra_of(run_dir_of(row["mode"], row["variant"], row["seeds"][0], args))
+        for key, row in rows.items()
     }
     for kind in ("projector", "backbone"):
         path = plot_spectra(
-            {variant_label(v): spectra[v][kind] for v in rows},
+            {
+                f"{row['mode']}: {variant_label(row['variant'])}": spectra[key][kind]
+                for key, row in rows.items()
+            },
             args.results / f"{args.tag}_{kind}_spectra.png",
-            title=f"{args.tag}: {kind} (test subset, first seed of each variant)",
+            title=f"{args.tag}: {kind} (test subset, first seed of each row)",
         )
         print(f"wrote {path}")
     (args.results / f"{args.tag}.json").write_text(

@@ -43,7 +43,40 @@ def cell_numbers(metrics: dict[str, Any]) -> dict[str, float]:
                 row[f"dead_{features}"] = 100 * record["dead_units"]
     row["wall_time_s"] = metrics["run"]["wall_time_s"]
     row["steps"] = metrics["run"]["steps"]
+    pull = metrics["run"].get("decay", {}).get("pull_per_step")
+    if pull is not None:  # how hard the decay pulls per step: arms compare by this, not by γ
+        row["pull_per_step"] = pull
     return row
+
+
+def decay_of(metrics: dict[str, Any]) -> str:
+    """One cell naming what the decay pulls toward, in which mode, and how hard per step."""
+    decay = metrics["run"].get("decay")
+    if decay is None:  # runs from before metrics.json recorded it
+        return "not recorded"
+    toward = "0" if decay["toward"] == "zero" else f"θ0 (σ0={decay['sigma0']:g})"
+    if decay.get("d_eps"):
+        toward += f", D eps={decay['d_eps']:g}"
+    pull = decay.get("pull_per_step")
+    strength = "-" if pull is None else f"{pull:.2g}/step"
+    return f"{decay['mode']} toward {toward}, {strength}"
+
+
+def paired(
+    treated: dict[int, dict[str, float]], control: dict[int, dict[str, float]], keys: list[str]
+) -> tuple[list[int], dict[str, dict[str, float]]]:
+    """Treated minus control seed by seed, over the seeds both have: mean ± std per key.
+
+    A pair shares init, data order and augmentations (anchors come from their own generator),
+    so the difference isolates the one setting the arms differ in.
+    """
+    seeds = sorted(set(treated) & set(control))
+    stats = {
+        key: summarize([treated[seed][key] - control[seed][key] for seed in seeds])
+        for key in keys
+        if seeds and all(key in treated[seed] and key in control[seed] for seed in seeds)
+    }
+    return seeds, stats
 
 
 def summarize(values: list[float]) -> dict[str, float]:

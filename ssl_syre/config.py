@@ -70,9 +70,12 @@ class OptimizerConfig:
 class SyReConfig:
     """SyRe (Ziyin, Xu & Chuang, ICLR 2025): weight decay toward a fixed random anchor."""
 
+    # false: the same update, same mode and γ, with the anchor at 0 (σ0 = 0, D = I), so on and
+    # off differ only in where the decay pulls. torch SGD's own weight_decay is exactly
+    # syre.enabled=false syre.mode=coupled.
     enabled: bool = True
-    weight_decay: float | None = None  # None: optimizer.weight_decay (a fair on/off ablation)
-    sigma0: float = 0.01  # anchor std is sigma0 / sqrt(fan_in)
+    weight_decay: float | None = None  # None: optimizer.weight_decay
+    sigma0: float = 0.01  # anchor std is sigma0 / sqrt(fan_in) (0.01 x fan_in**-0.5 absolute)
     d_eps: float = 0.0  # > 0: advanced removal, D ~ U[1 - d_eps, 1 + d_eps]
     seed: int | None = None  # None: the run's seed
     mode: str = "decoupled"  # decoupled (like AdamW) | coupled (added to the gradient)

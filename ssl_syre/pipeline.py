@@ -150,10 +150,11 @@ def trainer_kwargs(cfg: DictConfig, steps_per_epoch: int) -> dict[str, Any]:
     else:
         kwargs.setdefault("deterministic", "warn")
     precision = str(kwargs.get("precision", "32-true"))
-    if cfg.syre.enabled and precision in SIXTEEN_BIT_WEIGHTS:
+    if precision in SIXTEEN_BIT_WEIGHTS:
+        # Both arms decay through SyRe's update (toward θ0, or toward 0 when syre.enabled=false).
         raise UserError(
-            f"trainer.precision={precision} keeps the weights in 16 bits, where SyRe's pull toward "
-            "the anchors falls below one ulp; use trainer.precision=bf16-mixed (fp32 master weights)"
+            f"trainer.precision={precision} keeps the weights in 16 bits, where the decay's pull "
+            "falls below one ulp; use trainer.precision=bf16-mixed (fp32 master weights)"
         )
     return kwargs
 
@@ -381,6 +382,7 @@ def finish(
             "backbone": cfg.backbone.name,
             "data": cfg.data.name,
             "syre": bool(cfg.syre.enabled),
+            "decay": model.decay_summary(),
             "seed": cfg.seed,
             "epochs": model.current_epoch,
             "steps": model.global_step,
@@ -392,7 +394,7 @@ def finish(
         **results,
         "online": online.history if online is not None else [],
     }
-    if model.syre is not None:
+    if model.syre is not None and not model.syre.zero_anchors:
         prefixes = {part: f"{part}." for part in model.trainable_parts()}
         metrics["syre_distance_to_anchor"] = model.syre.distance_to_anchor(prefixes)
     export_dir = None

@@ -96,12 +96,16 @@ class _Bucket:
     scales: list[Tensor] | None = None
 
     def with_grad(self) -> tuple[list[Tensor], list[Tensor], list[Tensor] | None]:
-        """The parameters that have a gradient this step, like torch optimizers skip the rest."""
+        """The parameters that have a gradient this step, like torch optimizers skip the rest.
+
+        `anchors` is empty when σ0 = 0 (no anchor tensors are kept on the device then).
+        """
         if all(p.grad is not None for p in self.params):
             return self.params, self.anchors, self.scales
         keep = [i for i, p in enumerate(self.params) if p.grad is not None]
         scales = None if self.scales is None else [self.scales[i] for i in keep]
-        return [self.params[i] for i in keep], [self.anchors[i] for i in keep], scales
+        anchors = [self.anchors[i] for i in keep] if self.anchors else []
+        return [self.params[i] for i in keep], anchors, scales
 
 
 class SyRe:
@@ -293,6 +297,8 @@ class SyRe:
     # ------------------------------------------------------------------ anchors
 
     def _draw_anchor(self, name: str, shape: torch.Size, fan_in: int) -> Tensor:
+        if self._sigma0 == 0.0:  # exact +0.0 everywhere (randn·0 would give some -0.0)
+            return torch.zeros(shape, dtype=torch.float32)
         std = self._sigma0 / math.sqrt(fan_in)
         generator = _generator(self._seed, name, "anchor")
         return torch.randn(shape, generator=generator, dtype=torch.float32).mul_(std)
@@ -312,8 +318,16 @@ class SyRe:
                     "(e.g. Lightning precision='bf16-mixed' instead of 'bf16-true')"
                 )
 
-    def _on_device(self, name: str, param: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Anchor (and D) on `param`'s device, dtype and memory layout, cached until it moves."""
+    @property
+    def zero_anchors(self) -> bool:
+        """σ0 = 0: plain decay toward 0 through SyRe's own update (the fair "off" arm)."""
+        return self._sigma0 == 0.0
+
+    def _on_device(self, name: str, param: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """Anchor (and D) on `param`'s device, dtype and memory layout, cached until it moves.
+
+        With σ0 = 0 the anchor is None: the update then needs no anchor tensor at all.
+        """
         cached = self._device_tensors.get(name)
         if cached is not None and cached[0] == param.device and cached[1] == param.dtype:
             return cached[2], cached[3]
@@ -325,7 +339,7 @@ class SyRe:
                     return master
             return torch.empty_like(param, memory_format=torch.preserve_format).copy_(master)
 
-        anchor = like_param(self._anchors[name])
+        anchor = None if self.zero_anchors else like_param(self._anchors[name])
         d = None if self._d_diagonal is None else like_param(self._d_diagonal[name])
         self._device_tensors[name] = (param.device, param.dtype, anchor, d)
         return anchor, d
@@ -371,7 +385,8 @@ class SyRe:
                     buckets[key] = bucket
                 anchor, d = self._on_device(name, param)
                 bucket.params.append(param)
-                bucket.anchors.append(anchor)
+                if anchor is not None:
+                    bucket.anchors.append(anchor)
                 if bucket.scales is not None and d is not None:
                     bucket.scales.append(d)
         plan = list(buckets.values())
@@ -408,20 +423,30 @@ class SyRe:
                 rate = float(groups[bucket.group_index]["lr"]) * gamma
                 if rate == 0.0:
                     continue
+                if not anchors:
+                    # θ0 = 0: w·(1 − r), the very op torch's AdamW decays with, so σ0 = 0 is
+                    # AdamW's decoupled decay bit for bit.
+                    if scales is None:
+                        torch._foreach_mul_(params, 1.0 - rate)
+                    else:
+                        torch._foreach_addcmul_(params, scales, params, value=-rate)
                 # lerp(w, θ0, r) = w + r·(θ0 − w): one pass, no temporaries.
-                if scales is None:
+                elif scales is None:
                     torch._foreach_lerp_(params, anchors, rate)
                 else:
                     torch._foreach_lerp_(params, anchors, torch._foreach_mul(scales, rate))
             else:
                 grads = [p.grad for p in params]
-                # γ·D⊙(w − θ0) in two in-place passes instead of a temporary w − θ0.
+                # γ·D⊙(w − θ0) in two in-place passes instead of a temporary w − θ0; with
+                # θ0 = 0 the first pass alone is torch SGD's own weight_decay op, bit for bit.
                 if scales is None:
                     torch._foreach_add_(grads, params, alpha=gamma)
-                    torch._foreach_add_(grads, anchors, alpha=-gamma)
+                    if anchors:
+                        torch._foreach_add_(grads, anchors, alpha=-gamma)
                 else:
                     torch._foreach_addcmul_(grads, scales, params, value=gamma)
-                    torch._foreach_addcmul_(grads, scales, anchors, value=-gamma)
+                    if anchors:
+                        torch._foreach_addcmul_(grads, scales, anchors, value=-gamma)
 
     def _pre_step(
         self, optimizer: Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -614,7 +639,10 @@ class SyRe:
         anchor_sq: dict[str, float] = {}
         for group_names in by_device.values():
             params = [self._params[n].detach() for n in group_names]
-            anchors = [self._on_device(n, self._params[n])[0] for n in group_names]
+            anchors = []
+            for name, param in zip(group_names, params, strict=True):
+                anchor = self._on_device(name, self._params[name])[0]
+                anchors.append(torch.zeros_like(param) if anchor is None else anchor)
             diffs = torch._foreach_sub(params, anchors)
             # One host transfer per device, not one sync per parameter.
             norms = torch._foreach_norm(diffs) + torch._foreach_norm(anchors)
@@ -635,6 +663,25 @@ class SyRe:
             if members:
                 result[part] = ratio(members)
         return result
+
+
+def steady_pull(mode: str, lr: float, weight_decay: float, momentum: float = 0.0) -> float:
+    """Fraction of (w − θ0) that the decay alone removes per step, once momentum is steady.
+
+    Decoupled decay moves the weights directly: lr·γ. Coupled decay is added to the gradient
+    and so passes through SGD's momentum buffer, which sums it over about 1/(1 − β) steps:
+    lr·γ/(1 − β), 10× the decoupled pull at β = 0.9. Compare arms by this number, not by γ.
+
+    Examples:
+        >>> round(steady_pull("coupled", lr=0.1, weight_decay=5e-4, momentum=0.9), 6)
+        0.0005
+    """
+    if mode not in MODES:
+        raise ValueError(f"SyRe mode must be one of {MODES}, got '{mode}'")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    pull = lr * weight_decay
+    return pull / (1.0 - momentum) if mode == "coupled" else pull
 
 
 def syre_param_groups(
@@ -687,4 +734,4 @@ def syre_param_groups(
     ]
 
 
-__all__ = ["SyRe", "syre_param_groups"]
+__all__ = ["SyRe", "steady_pull", "syre_param_groups"]

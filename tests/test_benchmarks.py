@@ -44,6 +44,7 @@ def test_collapse_variants_parse_sigma0_and_d_eps() -> None:
         "syre.d_eps=0.1",
     ]
     assert collapse_stress.variant_label("0.1:0.5") == "SyRe sigma0=0.1, D eps=0.5"
+    assert collapse_stress.variant_label("off") == "decay toward 0"
     with pytest.raises(SystemExit, match="SIGMA0"):
         collapse_stress.variant_overrides("0.01:big")
 
@@ -57,6 +58,8 @@ def test_collapse_study_runs_and_writes_table_plots_and_json(tmp_path: Path) -> 
         str(ROOT / "benchmarks" / "collapse_stress.py"),
         "--variants",
         "off,0.01:0.1",
+        "--modes",
+        "coupled",
         "--seeds",
         "0",
         "--tag",
@@ -77,11 +80,16 @@ def test_collapse_study_runs_and_writes_table_plots_and_json(tmp_path: Path) -> 
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     rows = json.loads((tmp_path / "results" / "tiny.json").read_text())["rows"]
-    assert set(rows) == {"off", "0.01:0.1"}
-    assert rows["off"]["seeds"] == [0]
-    assert (tmp_path / "runs" / "tiny_0.01-d0.1_seed0" / "config.yaml").is_file()
+    assert set(rows) == {"coupled/off", "coupled/0.01:0.1"}
+    assert rows["coupled/off"]["seeds"] == [0]
+    assert (tmp_path / "runs" / "tiny_coupled_0.01-d0.1_seed0" / "config.yaml").is_file()
     table = md.read_text()
-    assert "| plain wd | 0 |" in table and "| SyRe sigma0=0.01, D eps=0.1 | 0 |" in table
+    # Each row names its decay: target, mode and pull per step (lr 0.06·64/128 · γ 0.2 / 0.1).
+    assert "| coupled | decay toward 0 | coupled toward 0, 0.06/step | 0 |" in table
+    assert (
+        "| coupled | SyRe sigma0=0.01, D eps=0.1 | coupled toward θ0 (σ0=0.01), D eps=0.1" in table
+    )
+    assert "| coupled | SyRe sigma0=0.01, D eps=0.1 | 0 |" in table  # the paired difference
     for kind in ("projector", "backbone"):
         assert (tmp_path / "results" / f"tiny_{kind}_spectra.png").stat().st_size > 0
     # A rerun skips the finished runs instead of training again.

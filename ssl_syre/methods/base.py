@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ssl_syre.backbones import backbone_kwargs_for_size, check_input_size, create_backbone
 from ssl_syre.data import DataInfo
 from ssl_syre.errors import UserError, suggest
-from ssl_syre.syre import SyRe, syre_param_groups
+from ssl_syre.syre import SyRe, steady_pull, syre_param_groups
 
 # Module attribute names of the parts SyRe may cover (config key syre.parts).
 PARTS = ("backbone", "projection_head", "prediction_head")
@@ -90,7 +90,9 @@ class SSLMethod(pl.LightningModule):
         self.backbone_kwargs = backbone_kwargs
         self.feature_dim = int(self.backbone.num_features)
         self.build_heads(self.feature_dim)
-        self.syre = self._build_syre() if cfg.syre.enabled else None
+        # syre.enabled=false is the same update with the anchor at 0 (σ0 = 0, D = I, same mode):
+        # a fair off arm differs from SyRe in where the decay pulls and in nothing else.
+        self.syre: SyRe | None = self._build_syre()
 
     # ----- what a method provides -------------------------------------------------------------
     @classmethod
@@ -142,21 +144,48 @@ class SSLMethod(pl.LightningModule):
             for name, param in module.named_parameters()
         ]
         syre_cfg = self.cfg.syre
-        weight_decay = (
-            self.cfg.optimizer.weight_decay
-            if syre_cfg.weight_decay is None
-            else syre_cfg.weight_decay
-        )
         return SyRe(
             self,
-            weight_decay=weight_decay,
-            sigma0=syre_cfg.sigma0,
-            d_eps=syre_cfg.d_eps,
+            weight_decay=self.decay_strength(),
+            sigma0=syre_cfg.sigma0 if syre_cfg.enabled else 0.0,
+            d_eps=syre_cfg.d_eps if syre_cfg.enabled else 0.0,
             seed=self.cfg.seed if syre_cfg.seed is None else syre_cfg.seed,
             mode=syre_cfg.mode,
             include_1d=syre_cfg.include_1d,
             parameters=named,
         )
+
+    def decay_strength(self) -> float:
+        """γ of the decay on the covered weights: syre.weight_decay, else optimizer.weight_decay."""
+        syre_cfg = self.cfg.syre
+        if syre_cfg.weight_decay is None:
+            return float(self.cfg.optimizer.weight_decay)
+        return float(syre_cfg.weight_decay)
+
+    def decay_summary(self) -> dict[str, Any]:
+        """What the covered weights decay toward and how hard, for metrics.json and tables.
+
+        `pull_per_step` is the steady fraction of (w − θ0) the decay alone removes per step at
+        the peak lr: lr·γ decoupled, lr·γ/(1 − momentum) coupled under SGD (the term then runs
+        through the momentum buffer), None where no single number exists (coupled under
+        AdamW's normalisation or LARS's trust ratio).
+        """
+        syre_cfg, opt = self.cfg.syre, self.cfg.optimizer
+        mode = str(syre_cfg.mode)
+        momentum = float(opt.momentum) if opt.name in ("sgd", "lars") else 0.0
+        pull = steady_pull(mode, self.learning_rate(), self.decay_strength(), momentum)
+        if mode == "coupled" and opt.name != "sgd":
+            pull = None
+        return {
+            "toward": "anchor" if self.syre is not None and not self.syre.zero_anchors else "zero",
+            "mode": mode,
+            "sigma0": 0.0 if self.syre is None else self.syre.sigma0,
+            "d_eps": 0.0 if self.syre is None else self.syre.d_eps,
+            "weight_decay": self.decay_strength(),
+            "optimizer": str(opt.name),
+            "lr": self.learning_rate(),
+            "pull_per_step": pull,
+        }
 
     def global_batch_size(self) -> int:
         world = self.trainer.world_size if self._trainer is not None else 1
@@ -213,7 +242,7 @@ class SSLMethod(pl.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        if self.syre is not None:
+        if self.syre is not None and not self.syre.zero_anchors:
             prefixes = {part: f"{part}." for part in self.trainable_parts()}
             for part, distance in self.syre.distance_to_anchor(prefixes).items():
                 self.log(f"syre/distance_to_anchor/{part}", distance)

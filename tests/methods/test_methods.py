@@ -106,11 +106,29 @@ def test_byol_momentum_updates_once_per_optimizer_step_under_accumulation(
     assert len(calls) == 2 * steps  # backbone and projection head, once per step each
 
 
-def test_syre_off_gives_plain_decay_groups() -> None:
-    model, cfg = build("simclr", "syre.enabled=false")
-    assert model.syre is None
-    named = {n for p in model.trainable_parts().values() for n, _ in p.named_parameters()}
-    assert named
+@pytest.mark.parametrize("mode", ["decoupled", "coupled"])
+def test_syre_off_is_the_same_update_with_the_anchor_at_zero(mode: str) -> None:
+    """syre.enabled=false: SyRe's own update, same coverage and mode, with θ0 = 0."""
+    on, _ = build("simclr", f"syre.mode={mode}")
+    off, _ = build(
+        "simclr",
+        "syre.enabled=false",
+        f"syre.mode={mode}",
+        "syre.d_eps=0.1",
+        "optimizer.scheduler=constant",  # configure_optimizers then needs no Trainer
+    )
+    assert off.syre is not None and off.syre.zero_anchors and off.syre.d_diagonal is None
+    assert off.syre.mode == mode and off.syre.weight_decay == on.syre.weight_decay
+    assert off.syre.covered_names == on.syre.covered_names
+    assert all(not anchor.any() for anchor in off.syre.anchors.values())
+    assert off.decay_summary()["toward"] == "zero" and on.decay_summary()["toward"] == "anchor"
+    optimizer = off.configure_optimizers()
+    groups = {group["name"]: group for group in optimizer.param_groups}
+    # Every covered weight decays through SyRe (weight_decay=0 in its group), none through
+    # torch's own weight_decay, which would be coupled whatever syre.mode says.
+    assert groups["syre"]["weight_decay"] == 0.0
+    assert len(groups["syre"]["params"]) == len(off.syre.covered_names)
+    assert all(group["weight_decay"] == 0.0 for group in optimizer.param_groups)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
