@@ -688,6 +688,7 @@ def syre_param_groups(
     named_parameters: nn.Module | NamedParameters,
     syre: SyRe | None,
     weight_decay: float,
+    parameters: NamedParameters | None = None,
 ) -> list[dict[str, Any]]:
     """Optimizer param groups that give each parameter exactly one kind of decay.
 
@@ -704,14 +705,18 @@ def syre_param_groups(
             honoured) or (name, parameter) pairs.
         syre: The SyRe whose covered parameters go to the "syre" group, or None.
         weight_decay: Plain weight decay for the "decay" group.
+        parameters: With a module: the (name, parameter) pairs to group instead of all of
+            its parameters, names as in `module.named_parameters()`; the module's
+            `no_weight_decay()` names still apply to them (as in `SyRe(parameters=...)`).
 
     Returns:
         A list of param-group dicts for a torch optimizer.
     """
     if isinstance(named_parameters, nn.Module):
         patterns = _no_weight_decay_patterns(named_parameters)
-        pairs = list(named_parameters.named_parameters())
+        pairs = list(named_parameters.named_parameters() if parameters is None else parameters)
     else:
+        # Bare pairs carry no no_weight_decay() names: pass the module to keep them.
         patterns, pairs = [], list(named_parameters)
     covered = set() if syre is None else {id(p) for p in syre.covered_parameters()}
     groups: dict[str, list[nn.Parameter]] = {"syre": [], "decay": [], "no_decay": []}

@@ -204,7 +204,9 @@ class SSLMethod(pl.LightningModule):
             for name, param in module.named_parameters()
             if param.requires_grad
         ]
-        groups = syre_param_groups(named, self.syre, float(opt.weight_decay))
+        # The module, not bare pairs: its (and timm's backbone's) no_weight_decay() names, such
+        # as a ViT's pos_embed and cls_token, then stay out of every decay, as SyRe leaves them.
+        groups = syre_param_groups(self, self.syre, float(opt.weight_decay), parameters=named)
         lr = self.learning_rate()
         if opt.name == "sgd":
             optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=opt.momentum)

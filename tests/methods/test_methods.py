@@ -140,3 +140,26 @@ def test_transform_gives_two_views(method: str) -> None:
     views = transform(Image.new("L", (8, 8), color=128))
     assert len(views) == 2
     assert views[0].shape == (1, model.info.image_size, model.info.image_size)
+
+
+@pytest.mark.parametrize("enabled", ["true", "false"])
+def test_vit_no_weight_decay_names_get_neither_decay_nor_an_anchor(enabled: str) -> None:
+    """timm's ViT says pos_embed and cls_token take no decay; the optimizer groups agree."""
+    model, _ = build(
+        "simclr",
+        "backbone.name=test_vit",
+        f"syre.enabled={enabled}",
+        "optimizer.scheduler=constant",
+    )
+    exempt = {f"backbone.{name}" for name in model.backbone.no_weight_decay()}
+    params = dict(model.named_parameters())
+    exempt = {name for name in exempt if name in params}
+    assert exempt >= {"backbone.pos_embed", "backbone.cls_token"}
+    assert not exempt & set(model.syre.covered_names)
+    optimizer = model.configure_optimizers()
+    group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    for name in exempt:
+        assert group_of[id(params[name])]["weight_decay"] == 0.0, name
+        assert group_of[id(params[name])]["name"] == "no_decay", name
+    # With SyRe on every part, nothing is left for a plain-decay group.
+    assert all(group["name"] != "decay" for group in optimizer.param_groups)
