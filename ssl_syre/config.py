@@ -216,6 +216,12 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("optimizer.name", cfg.optimizer.name, ["sgd", "lars", "adamw"])
     _check_choice("optimizer.scheduler", cfg.optimizer.scheduler, ["cosine", "constant"])
     _check_choice("syre.mode", cfg.syre.mode, ["decoupled", "coupled"])
+    if cfg.optimizer.name == "lars" and cfg.syre.mode != "coupled":
+        raise UserError(
+            "optimizer.name=lars needs syre.mode=coupled: LARS puts the decay inside its "
+            "trust ratio (as with its own weight_decay), which is the coupled form; add "
+            "syre.mode=coupled"
+        )
     for part in cfg.syre.parts:
         _check_choice("syre.parts entry", part, ["backbone", "projection_head", "prediction_head"])
     if not timm.is_model(cfg.backbone.name):

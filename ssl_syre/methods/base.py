@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ssl_syre.backbones import backbone_kwargs_for_size, check_input_size, create_backbone
 from ssl_syre.data import DataInfo
 from ssl_syre.errors import UserError, suggest
+from ssl_syre.lars import SyReLARS
 from ssl_syre.syre import SyRe, steady_pull, syre_param_groups
 
 # Module attribute names of the parts SyRe may cover (config key syre.parts).
@@ -210,11 +211,15 @@ class SSLMethod(pl.LightningModule):
         lr = self.learning_rate()
         if opt.name == "sgd":
             optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=opt.momentum)
+        elif opt.name == "lars" and self.syre is not None:
+            # lightly's LARS skips the trust ratio for weight_decay=0 groups, which SyRe's are:
+            # SyReLARS scales them, with SyRe's (coupled) pull in the ratio.
+            optimizer = SyReLARS(groups, syre=self.syre, lr=lr, momentum=opt.momentum)
         elif opt.name == "lars":
             optimizer = LARS(groups, lr=lr, momentum=opt.momentum)
         else:
             optimizer = torch.optim.AdamW(groups, lr=lr)
-        if self.syre is not None:
+        if self.syre is not None and not isinstance(optimizer, SyReLARS):
             self.syre.attach(optimizer)
         if opt.scheduler == "constant":
             return optimizer

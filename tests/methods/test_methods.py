@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -163,3 +164,74 @@ def test_vit_no_weight_decay_names_get_neither_decay_nor_an_anchor(enabled: str)
         assert group_of[id(params[name])]["name"] == "no_decay", name
     # With SyRe on every part, nothing is left for a plain-decay group.
     assert all(group["name"] != "decay" for group in optimizer.param_groups)
+
+
+@pytest.mark.parametrize("optimizer_name", ["sgd", "lars", "adamw"])
+@pytest.mark.parametrize("enabled", ["true", "false"])
+def test_configure_optimizers_steps_every_optimizer(optimizer_name: str, enabled: str) -> None:
+    """Each optimizer trains every trainable parameter once, covered weights decayed by SyRe only."""
+    model, _ = build(
+        "byol",
+        f"optimizer.name={optimizer_name}",
+        f"syre.enabled={enabled}",
+        "syre.mode=coupled",
+        "optimizer.scheduler=constant",
+    )
+    optimizer = model.configure_optimizers()
+    held = [p for group in optimizer.param_groups for p in group["params"]]
+    trainable = [p for m in model.trainable_parts().values() for p in m.parameters()]
+    assert len(held) == len({id(p) for p in held}) == len(trainable)
+    assert {id(p) for p in held} == {id(p) for p in trainable}
+    covered = {id(p) for p in model.syre.covered_parameters()}
+    for group in optimizer.param_groups:
+        if any(id(p) in covered for p in group["params"]):
+            assert group["weight_decay"] == 0.0  # SyRe's decay, not the optimizer's
+    views = [torch.randn(8, 1, model.info.image_size, model.info.image_size) for _ in range(2)]
+    loss = model.training_loss(views)  # BYOL's EMA update happens here, before the snapshot
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    loss.backward()
+    optimizer.step()
+    moved = [name for name, p in model.named_parameters() if not torch.equal(p, before[name])]
+    assert any(name.startswith("backbone.") for name in moved)
+    assert not any("momentum" in name for name in moved)  # the optimizer leaves BYOL's copies
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_lars_step_on_covered_weights_is_lightly_lars_with_plain_decay() -> None:
+    """The off arm under LARS (θ0 = 0) takes lightly's LARS step with weight_decay=γ, bit for bit."""
+    from lightly.utils.lars import LARS
+
+    from ssl_syre.syre import syre_param_groups
+
+    model, cfg = build(
+        "simclr",
+        "optimizer.name=lars",
+        "syre.enabled=false",
+        "syre.mode=coupled",
+        "optimizer.weight_decay=0.05",
+        "optimizer.scheduler=constant",
+    )
+    reference = copy.deepcopy(model)
+    named = [
+        (f"{part}.{name}", p)
+        for part, module in reference.trainable_parts().items()
+        for name, p in module.named_parameters()
+    ]
+    plain = LARS(
+        syre_param_groups(reference, None, 0.05, parameters=named),
+        lr=model.learning_rate(),
+        momentum=cfg.optimizer.momentum,
+    )
+    optimizer = model.configure_optimizers()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        size = model.info.image_size
+        views = [torch.randn(16, 1, size, size, generator=generator) for _ in range(2)]
+        for net, opt in ((model, optimizer), (reference, plain)):
+            opt.zero_grad()
+            net.training_loss(views).backward()
+            opt.step()
+    covered = set(model.syre.covered_names)
+    assert covered
+    for (name, ours), theirs in zip(model.named_parameters(), reference.parameters(), strict=True):
+        assert torch.equal(ours, theirs), name
