@@ -246,9 +246,23 @@ def test_same_seed_same_metrics(tiny: list[str], tmp_path: Path) -> None:
     assert build["torch_threads"] >= 1 and build["device"] == "cpu"
 
 
-def test_quick_start_config_is_the_default() -> None:
-    text = (ROOT / "configs" / "default.yaml").read_text()
-    assert "fashion_mnist" in text and "method: simclr" in text
+def test_quick_start_config_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python train.py` without arguments trains what the README's quick start describes."""
+    from ssl_syre import pipeline
+    from ssl_syre.config import load_config
+
+    trained = []
+    monkeypatch.setattr(pipeline, "train", lambda cfg: trained.append(cfg) or ROOT)
+    pipeline.main([])
+    (cfg,) = trained
+    assert cfg == load_config(str(ROOT / "configs" / "default.yaml"))
+    readme = (ROOT / "README.md").read_text()
+    steps = cfg.trainer.max_epochs * (cfg.data.train_subset // cfg.data.batch_size)  # drop_last
+    assert cfg.method == "simclr" and cfg.syre.enabled and "SimCLR + SyRe" in readme
+    assert cfg.data.name == "fashion_mnist"
+    assert f"`{cfg.backbone.name}`, {cfg.data.train_subset:,} Fashion-MNIST training" in readme
+    assert f"images, {cfg.trainer.max_epochs} epochs" in readme.replace("\n", " ")
+    assert f"{steps} training steps of batch {cfg.data.batch_size}" in readme
 
 
 @pytest.mark.parametrize("mode", ["decoupled", "coupled"])

@@ -235,3 +235,32 @@ def test_lars_step_on_covered_weights_is_lightly_lars_with_plain_decay() -> None
     assert covered
     for (name, ours), theirs in zip(model.named_parameters(), reference.parameters(), strict=True):
         assert torch.equal(ours, theirs), name
+
+
+class ConstantPredictor(nn.Module):
+    """A predictor whose output ignores its input: only the target branch can then reach the
+    backbone, and the stop-gradient must stop it there."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.value = nn.Parameter(torch.randn(dim, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.value.expand(len(z), -1)
+
+
+@pytest.mark.parametrize("method", ["simsiam", "byol"])
+def test_stop_gradient_keeps_the_target_branch_out_of_the_gradient(method: str) -> None:
+    model, _ = build(method)
+    model.prediction_head = ConstantPredictor(model.kwargs.projection_output_dim)
+    size = model.info.image_size
+    views = [
+        torch.randn(8, 1, size, size, generator=torch.Generator().manual_seed(i)) for i in (1, 2)
+    ]
+    model.training_loss(views).backward()
+    assert model.prediction_head.value.grad is not None and model.prediction_head.value.grad.any()
+    for part in ("backbone", "projection_head", "backbone_momentum", "projection_head_momentum"):
+        module = getattr(model, part, None)
+        if module is not None:
+            grads = [p.grad for p in module.parameters()]
+            assert all(g is None or not g.any() for g in grads), part
