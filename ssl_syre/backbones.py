@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import timm
 import torch
+from timm.layers import PatchEmbed
 from torch import nn
 
 from ssl_syre.errors import UserError
@@ -65,6 +67,43 @@ def create_backbone(
     if small_image_stem:
         apply_small_image_stem(model)
     return model
+
+
+def check_input_size(model: nn.Module, name: str, image_size: int) -> None:
+    """Refuse an image size a patch-embedding backbone (a timm ViT) cannot cut into patches.
+
+    timm's `PatchEmbed` asserts in its forward pass, that is in the middle of training, that
+    the patch size divides the input (unless `dynamic_img_pad`), and that a model with a fixed
+    input size gets exactly that size; this says so when the backbone is built.
+
+    Raises:
+        UserError: naming both numbers and the settings that fix it.
+    """
+    embed = next((m for m in model.modules() if isinstance(m, PatchEmbed)), None)
+    if embed is None or embed.img_size is None:
+        return
+    size = (image_size, image_size)
+    if embed.strict_img_size and tuple(embed.img_size) != size:
+        raise UserError(
+            f"backbone.name={name} is built for {embed.img_size[0]}-px images but "
+            f"data.image_size={image_size}; remove backbone.kwargs.img_size (it follows "
+            f"data.image_size) or set data.image_size={embed.img_size[0]}"
+        )
+    patch = int(embed.patch_size[0])
+    if embed.dynamic_img_pad or image_size % patch == 0:
+        return
+    divisors = [str(d) for d in range(3, min(patch, image_size // 2) + 1) if image_size % d == 0]
+    patch_fix = (
+        f"backbone.kwargs.patch_size={' or '.join(divisors)} (dividing {image_size}), "
+        if divisors
+        else ""
+    )
+    raise UserError(
+        f"backbone.name={name} cuts {patch}-px patches, which do not divide "
+        f"data.image_size={image_size}; set data.image_size="
+        f"{math.ceil(image_size / patch) * patch} (a multiple of {patch}), {patch_fix}or "
+        "backbone.kwargs.dynamic_img_pad=true (timm pads each image)"
+    )
 
 
 def backbone_kwargs_for_size(name: str, image_size: int) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,6 +221,12 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("optimizer.scheduler", cfg.optimizer.scheduler, ["cosine", "constant"])
     _check_choice("syre.mode", cfg.syre.mode, list(MODES))
     _check_choice("syre.anchor_scale", cfg.syre.anchor_scale, list(ANCHOR_SCALES))
+    if cfg.optimizer.name == "lars" and cfg.syre.mode != "coupled":
+        raise UserError(
+            "optimizer.name=lars needs syre.mode=coupled: LARS puts the decay inside its "
+            "trust ratio (as with its own weight_decay), which is the coupled form; add "
+            "syre.mode=coupled"
+        )
     for part in cfg.syre.parts:
         _check_choice("syre.parts entry", part, ["backbone", "projection_head", "prediction_head"])
     if not timm.is_model(cfg.backbone.name):
@@ -234,9 +242,10 @@ def validate(cfg: DictConfig) -> None:
                 f"unknown config key 'trainer.{key}'{suggest(str(key), trainer_args)}; "
                 "keys under trainer go to lightning.pytorch.Trainer"
             )
-    for key in ("logger", "callbacks", "default_root_dir", "enable_checkpointing"):
+    for key in ("logger", "callbacks", "default_root_dir", "enable_checkpointing", "plugins"):
         if key in cfg.trainer:
             raise UserError(f"'trainer.{key}' is set by ssl_syre itself; remove it from the config")
+    check_trainer_types(OmegaConf.to_container(cfg.trainer, resolve=True), Trainer)  # type: ignore[arg-type]
     positive = {
         "data.batch_size": cfg.data.batch_size,
         "optimizer.lr": cfg.optimizer.lr,
@@ -258,6 +267,80 @@ def validate(cfg: DictConfig) -> None:
             f"config key 'eval.knn_k' must hold positive integers, got {list(cfg.eval.knn_k)}"
         )
     METHODS[cfg.method].check_kwargs(cfg.method_kwargs)
+
+
+def _matches(value: Any, annotation: Any) -> bool | None:
+    """Whether a config value fits a type annotation; None when the annotation is a class no
+    YAML value can be (an Accelerator, a Logger), so that such arms neither accept nor refuse."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        verdicts = [_matches(value, arm) for arm in typing.get_args(annotation)]
+        if any(verdicts):
+            return True
+        return False if any(v is False for v in verdicts) else None
+    if origin is typing.Literal:
+        # 16 == 16.0 == True in Python: compare types too, so that precision=true is refused.
+        return any(type(value) is type(c) and value == c for c in typing.get_args(annotation))
+    if origin in (list, dict) or annotation in (list, dict):
+        if not isinstance(value, list if (origin or annotation) is list else dict):
+            return False
+        args = typing.get_args(annotation)
+        items = value if isinstance(value, list) else list(value.values())
+        return not args or all(_matches(item, args[-1]) is not False for item in items)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    return None
+
+
+def _type_name(annotation: Any) -> str:
+    """A type annotation in words: 'int or null', "one of 'a', 'b'"."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        literals = [
+            a for a in typing.get_args(annotation) if typing.get_origin(a) is typing.Literal
+        ]
+        others = [a for a in typing.get_args(annotation) if a not in literals]
+        values = [repr(v) for a in literals for v in typing.get_args(a)]
+        names = [f"one of {', '.join(values)}"] if values else []
+        return " or ".join(names + [_type_name(a) for a in others])
+    if origin is typing.Literal:
+        return f"one of {', '.join(repr(v) for v in typing.get_args(annotation))}"
+    if origin is not None:
+        args = typing.get_args(annotation)
+        return f"{origin.__name__} of {_type_name(args[-1])}" if args else origin.__name__
+    return "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
+
+
+def check_trainer_types(trainer: dict[str, Any], trainer_cls: type) -> None:
+    """Check each `trainer.*` value against the type Lightning's Trainer declares for it.
+
+    Lightning checks some values itself (when the Trainer is built) but takes others, such as
+    `max_epochs=abc`, and fails with a traceback in the middle of training.
+
+    Raises:
+        UserError: naming the key, the value and the expected type.
+    """
+    hints = typing.get_type_hints(trainer_cls.__init__)
+    for key, value in trainer.items():
+        annotation = hints.get(key)
+        if annotation is not None and _matches(value, annotation) is False:
+            raise UserError(
+                f"bad value for config key 'trainer.{key}': {value!r}; lightning.pytorch.Trainer "
+                f"takes {_type_name(annotation)}"
+            )
+    if "accumulate_grad_batches" in trainer and not trainer["accumulate_grad_batches"] >= 1:
+        raise UserError(
+            "config key 'trainer.accumulate_grad_batches' must be >= 1, got "
+            f"{trainer['accumulate_grad_batches']}"
+        )
 
 
 def to_yaml(cfg: DictConfig | ListConfig) -> str:

@@ -748,6 +748,24 @@ def _subset(dataset: ImageDataset, size: int | None, seed: int, key: str) -> Ima
     return dataset.select(positions.sort().values.numpy())
 
 
+def subset_record(dataset: Dataset, size: int | None, seed: int) -> dict[str, Any]:
+    """How an evaluation split was drawn, in words a reader can redo without this package.
+
+    `size` and `seed` are what `_subset` was given (`data.train_subset` / `data.test_subset`,
+    the run's seed); the rule is the one `_subset` applies.
+    """
+    total = len(dataset._all_labels) if isinstance(dataset, ImageDataset) else len(dataset)  # type: ignore[arg-type]
+    record: dict[str, Any] = {"size": len(dataset), "of": total}  # type: ignore[arg-type]
+    if size is None or size >= total:
+        record["rule"] = "all items, in the split's order"
+    else:
+        record["rule"] = (
+            f"positions sorted(torch.randperm({total}, generator=torch.Generator()"
+            f".manual_seed({seed}))[:{size}]) of the split, in its order"
+        )
+    return record
+
+
 def build_ssl_dataset(data_cfg: Any, transform: Transform, seed: int) -> ImageDataset:
     """The split used for self-supervised training, with `data.train_subset` applied.
 

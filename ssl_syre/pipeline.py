@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import platform
 import signal
 import time
 import warnings
@@ -13,16 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ssl_syre.callbacks import EpochSampler, OnlineEvaluation, ReseedEachEpoch
 from ssl_syre.checkpoint import AtomicCheckpointIO, check_resumable
 from ssl_syre.config import DEFAULT_CONFIG, load_config
-from ssl_syre.data import build_eval_datasets, build_ssl_dataset, data_info
+from ssl_syre.data import build_eval_datasets, build_ssl_dataset, data_info, subset_record
 from ssl_syre.distributed import SyReAnchorCheck
 from ssl_syre.errors import UserError
 from ssl_syre.evaluation.features import Features, eval_loader, extract_features, raw_pixels
@@ -31,7 +35,11 @@ from ssl_syre.export import export_backbone
 from ssl_syre.methods import METHODS, SSLMethod
 
 RUN_DIR_ENV = "SSL_SYRE_RUN_DIR"  # hands rank 0's run directory to DDP's child processes
-LOW_PRECISION = {"bf16-true", "16-true", "bf16", "16", "half", "64-true"}
+EVAL_INDICES = "eval_indices.json"  # positions of the evaluation images in their splits
+# Lightning precision modes that keep the weights themselves in 16 bits ("transformer-engine"
+# casts them to bf16, "-float16" to fp16). The int and short string aliases (16, "16", "bf16")
+# name the *mixed* modes, with fp32 weights; 64/"64"/"64-true" keep fp64 weights.
+SIXTEEN_BIT_WEIGHTS = ("16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
 
 
 def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -142,13 +150,62 @@ def trainer_kwargs(cfg: DictConfig, steps_per_epoch: int) -> dict[str, Any]:
     else:
         kwargs.setdefault("deterministic", "warn")
     precision = str(kwargs.get("precision", "32-true"))
-    if precision in LOW_PRECISION:
+    if precision in SIXTEEN_BIT_WEIGHTS:
         # Both arms decay through SyRe's update (toward θ0, or toward 0 when syre.enabled=false).
         raise UserError(
-            f"trainer.precision={precision} keeps weights in low precision, where the decay's "
-            "pull falls below one ulp; use trainer.precision=bf16-mixed (fp32 master weights)"
+            f"trainer.precision={precision} keeps the weights in 16 bits, where the decay's pull "
+            "falls below one ulp; use trainer.precision=bf16-mixed (fp32 master weights)"
         )
     return kwargs
+
+
+def _quiet_lightning() -> contextlib.ExitStack:
+    """Silence Lightning's warnings and info lines (device summary, precision notes)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        stack.callback(logger.setLevel, logger.level)
+        logger.setLevel(logging.ERROR)
+    return stack
+
+
+def check_trainer(cfg: DictConfig, steps_per_epoch: int) -> dict[str, Any]:
+    """The Trainer arguments of this run, checked by building a Trainer with them.
+
+    Runs before the run directory exists, so that a bad `trainer.*` value creates nothing.
+    Lightning's own complaint (a MisconfigurationException, ValueError or TypeError) becomes
+    one line naming the key; the key is found by leaving out one setting at a time.
+
+    Raises:
+        UserError: a `trainer.*` value Lightning refuses, or a precision SyRe cannot work in.
+    """
+    kwargs = trainer_kwargs(cfg, steps_per_epoch)
+    fixed = {"logger": False, "enable_checkpointing": False, "callbacks": []}
+
+    def refusal(arguments: dict[str, Any]) -> Exception | None:
+        with _quiet_lightning():
+            try:
+                pl.Trainer(**arguments, **fixed)
+            except (MisconfigurationException, ValueError, TypeError, RuntimeError) as error:
+                return error
+        return None
+
+    error = refusal(kwargs)
+    if error is None:
+        return kwargs
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    culprits = [
+        key for key in cfg.trainer if refusal({k: v for k, v in kwargs.items() if k != key}) is None
+    ]
+    if len(culprits) == 1:
+        key = culprits[0]
+        raise UserError(
+            f"bad value for config key 'trainer.{key}' ({kwargs[key]!r}): Lightning says: {message}"
+        )
+    settings = ", ".join(f"trainer.{key}={value!r}" for key, value in cfg.trainer.items())
+    raise UserError(f"Lightning refuses the trainer settings ({settings}): {message}")
 
 
 def quiet_known_warnings() -> None:
@@ -179,13 +236,16 @@ def train(cfg: DictConfig) -> Path:
             f"({len(train_set)} images); lower data.batch_size"
         )
     eval_train, eval_test = build_eval_datasets(cfg.data, cfg.seed)
+    # Everything the user's settings can break is built before the run directory exists, so
+    # that a bad value (backbone, trainer.*) leaves nothing behind.
+    model = method_cls(cfg, info)
+    kwargs = check_trainer(cfg, len(train_set) // cfg.data.batch_size)
     run_dir = make_run_dir(cfg)
     sets_env = RUN_DIR_ENV not in os.environ  # cleared after fit, so a next train() starts anew
     os.environ[RUN_DIR_ENV] = str(run_dir)
     if not cfg.resume and is_rank_zero():
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
-    model = method_cls(cfg, info)
     workers = int(cfg.data.num_workers)
     # Order and worker seeds from (seed, epoch) alone: a resumed run replays the same epochs.
     sampler = EpochSampler(len(train_set), cfg.seed)
@@ -232,7 +292,7 @@ def train(cfg: DictConfig) -> Path:
         callbacks.append(online)
     version = log_version(run_dir, cfg)
     trainer = pl.Trainer(
-        **trainer_kwargs(cfg, len(loader)),
+        **kwargs,
         default_root_dir=str(run_dir),
         logger=[
             CSVLogger(save_dir=str(run_dir), name="logs", version=version),
@@ -315,6 +375,7 @@ def finish(
     results = evaluate_features(
         train_features, test_features, info.num_classes, cfg.eval, out_dir=run_dir
     )
+    eval_data = eval_data_record(cfg, eval_train, eval_test, run_dir)
     metrics: dict[str, Any] = {
         "run": {
             "method": cfg.method,
@@ -327,7 +388,9 @@ def finish(
             "steps": model.global_step,
             "wall_time_s": round(time.time() - started, 1),
             **distributed,
+            "build": build_record(device),
         },
+        "eval_data": eval_data,
         **results,
         "online": online.history if online is not None else [],
     }
@@ -337,7 +400,9 @@ def finish(
     export_dir = None
     if cfg.export:
         knn = [r for r in results["knn"] if r["features"] == "backbone"]
-        export_dir = export_backbone(model, run_dir / "export", extra={"knn": knn})
+        export_dir = export_backbone(
+            model, run_dir / "export", extra={"knn": knn, "eval_data": eval_data}
+        )
         metrics["export"] = str(export_dir.name)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print()
@@ -349,6 +414,53 @@ def finish(
         f"run directory: {run_dir}  (metrics.json, spectrum.png, checkpoints/, logs/"
         + (", export/)" if export_dir else ")")
     )
+
+
+def build_record(device: str) -> dict[str, Any]:
+    """The software and hardware a run's numbers depend on, bit for bit.
+
+    Same seed, same build: same numbers. Another CPU instruction set (AVX2 vs AVX-512 kernels),
+    thread count or library version rounds floating-point sums differently, which moves kNN
+    accuracy by about a point after a few epochs; recording the build makes that checkable.
+    """
+    import lightly
+    import lightning
+    import timm
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "lightly": lightly.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+    }
+
+
+def eval_data_record(
+    cfg: DictConfig, eval_train: Dataset, eval_test: Dataset | None, run_dir: Path
+) -> dict[str, Any]:
+    """Which images the final evaluation used: the kNN bank (train) and the queries (test).
+
+    Each split's size, the size of the whole split and the rule that drew the subset go into
+    metrics.json; the positions themselves go to eval_indices.json, so that the numbers can be
+    reproduced from the export with timm alone.
+    """
+    record: dict[str, Any] = {
+        "train": subset_record(eval_train, cfg.data.train_subset, cfg.seed),
+    }
+    indices = {"train": [int(i) for i in getattr(eval_train, "indices", range(len(eval_train)))]}  # type: ignore[arg-type]
+    if eval_test is not None:
+        record["test"] = subset_record(eval_test, cfg.data.test_subset, cfg.seed)
+        indices["test"] = [int(i) for i in getattr(eval_test, "indices", range(len(eval_test)))]  # type: ignore[arg-type]
+    (run_dir / EVAL_INDICES).write_text(json.dumps(indices))
+    record["indices"] = EVAL_INDICES
+    return record
 
 
 def headline(results: dict[str, list[dict[str, Any]]], cfg: DictConfig) -> str:

@@ -519,6 +519,17 @@ class SyRe:
                 "SyRe is already attached to an optimizer; call syre.detach() before attaching "
                 "it again"
             )
+        self.check_optimizer(optimizer)
+        self._handle = optimizer.register_step_pre_hook(self._pre_step)
+
+    def check_optimizer(self, optimizer: Optimizer) -> None:
+        """Check what `attach` needs: every covered parameter held, in a group with
+        weight_decay=0, in fp32 or fp64. Optimizers that apply SyRe's term themselves (such as
+        `ssl_syre.lars.SyReLARS`) call this instead of being attached.
+
+        Raises:
+            ValueError: as `attach` does.
+        """
         held = {id(p) for group in optimizer.param_groups for p in group["params"]}
         missing = [name for name, p in self._params.items() if id(p) not in held]
         if missing:
@@ -527,7 +538,21 @@ class SyRe:
                 f"(e.g. '{missing[0]}'); pass parameters= to SyRe to cover only what it trains"
             )
         self._plan(optimizer)  # validates weight_decay and precision now, not at step 1
-        self._handle = optimizer.register_step_pre_hook(self._pre_step)
+
+    def covers(self, param: Tensor) -> bool:
+        """Whether `param` is one of the covered parameters (by identity)."""
+        return id(param) in self._name_of
+
+    @torch.no_grad()
+    def displacement(self, param: Tensor) -> Tensor:
+        """D⊙(w − θ0) for a covered parameter: coupled mode adds γ times this to its gradient.
+
+        With θ0 = 0 and D = I this is the parameter itself (no copy), so that an optimizer
+        using it computes exactly what it computes with its own weight decay.
+        """
+        anchor, d = self._on_device(self._name_of[id(param)], param)
+        displacement = param.detach() if anchor is None else param.detach() - anchor
+        return displacement if d is None else displacement * d
 
     def detach(self) -> None:
         """Remove the hook installed by `attach`; a no-op when not attached."""
@@ -713,6 +738,7 @@ def syre_param_groups(
     named_parameters: nn.Module | NamedParameters,
     syre: SyRe | None,
     weight_decay: float,
+    parameters: NamedParameters | None = None,
 ) -> list[dict[str, Any]]:
     """Optimizer param groups that give each parameter exactly one kind of decay.
 
@@ -729,14 +755,18 @@ def syre_param_groups(
             honoured) or (name, parameter) pairs.
         syre: The SyRe whose covered parameters go to the "syre" group, or None.
         weight_decay: Plain weight decay for the "decay" group.
+        parameters: With a module: the (name, parameter) pairs to group instead of all of
+            its parameters, names as in `module.named_parameters()`; the module's
+            `no_weight_decay()` names still apply to them (as in `SyRe(parameters=...)`).
 
     Returns:
         A list of param-group dicts for a torch optimizer.
     """
     if isinstance(named_parameters, nn.Module):
         patterns = _no_weight_decay_patterns(named_parameters)
-        pairs = list(named_parameters.named_parameters())
+        pairs = list(named_parameters.named_parameters() if parameters is None else parameters)
     else:
+        # Bare pairs carry no no_weight_decay() names: pass the module to keep them.
         patterns, pairs = [], list(named_parameters)
     covered = set() if syre is None else {id(p) for p in syre.covered_parameters()}
     groups: dict[str, list[nn.Parameter]] = {"syre": [], "decay": [], "no_decay": []}

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from ssl_syre.evaluation.knn import knn_classify
-from tests.conftest import ROOT, run_train
+from tests.conftest import ROOT, run_train, train_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -202,6 +202,33 @@ def test_syre_off_and_on_and_export_loads_with_timm_alone(tiny: list[str], tmp_p
     assert recorded == [r for r in syre["knn"] if r["features"] == "backbone"]
 
 
+def test_metrics_name_the_knn_bank_and_how_it_was_drawn(tmp_path: Path, one_thread: None) -> None:
+    """The bank is reproducible from metrics.json and eval_indices.json, without this package."""
+    import torch
+
+    run_dir = train_in_process(
+        tmp_path,
+        "data.train_subset=500",
+        "eval.online_every_n_epochs=0",
+        "eval.linear_probe=false",
+        "export=false",
+        "seed=3",
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    indices = json.loads((run_dir / metrics["eval_data"]["indices"]).read_text())
+    # The rule the README documents, written out here with torch alone (digits: 1,437 train).
+    drawn = torch.randperm(1437, generator=torch.Generator().manual_seed(3))[:500]
+    assert indices["train"] == sorted(drawn.tolist())
+    assert indices["test"] == list(range(360))  # no data.test_subset: the whole split
+    assert metrics["eval_data"]["train"]["size"] == 500
+    assert metrics["eval_data"]["train"]["of"] == 1437
+    assert "manual_seed(3))[:500]" in metrics["eval_data"]["train"]["rule"]
+    assert metrics["knn"]
+    for record in metrics["knn"]:
+        assert record["bank_size"] == len(indices["train"])
+        assert record["num_queries"] == len(indices["test"])
+
+
 def test_same_seed_same_metrics(tiny: list[str], tmp_path: Path) -> None:
     for name in ("a", "b"):
         result = run_train(*tiny, f"run_name={name}", "eval.online_every_n_epochs=0")
@@ -210,11 +237,32 @@ def test_same_seed_same_metrics(tiny: list[str], tmp_path: Path) -> None:
     for m in (a, b):
         m["run"].pop("wall_time_s")
     assert a == b
+    # The promise is "same machine and build": metrics.json says which build that was.
+    import torch
+
+    build = a["run"]["build"]
+    assert build["torch"] == torch.__version__
+    assert build["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert build["torch_threads"] >= 1 and build["device"] == "cpu"
 
 
-def test_quick_start_config_is_the_default() -> None:
-    text = (ROOT / "configs" / "default.yaml").read_text()
-    assert "fashion_mnist" in text and "method: simclr" in text
+def test_quick_start_config_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python train.py` without arguments trains what the README's quick start describes."""
+    from ssl_syre import pipeline
+    from ssl_syre.config import load_config
+
+    trained = []
+    monkeypatch.setattr(pipeline, "train", lambda cfg: trained.append(cfg) or ROOT)
+    pipeline.main([])
+    (cfg,) = trained
+    assert cfg == load_config(str(ROOT / "configs" / "default.yaml"))
+    readme = (ROOT / "README.md").read_text()
+    steps = cfg.trainer.max_epochs * (cfg.data.train_subset // cfg.data.batch_size)  # drop_last
+    assert cfg.method == "simclr" and cfg.syre.enabled and "SimCLR + SyRe" in readme
+    assert cfg.data.name == "fashion_mnist"
+    assert f"`{cfg.backbone.name}`, {cfg.data.train_subset:,} Fashion-MNIST training" in readme
+    assert f"images, {cfg.trainer.max_epochs} epochs" in readme.replace("\n", " ")
+    assert f"{steps} training steps of batch {cfg.data.batch_size}" in readme
 
 
 @pytest.mark.parametrize("mode", ["decoupled", "coupled"])

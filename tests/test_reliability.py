@@ -443,6 +443,26 @@ BAD_INPUTS = {
         "larger than the training set",
     ),
     "resume of a folder without a run": (lambda tmp: [f"resume={tmp}"], "no checkpoints/last.ckpt"),
+    # Before: a Lightning traceback, after config.yaml and logs/ were written.
+    "trainer value of the wrong type": (
+        lambda tmp: ["trainer.max_epochs=abc"],
+        "trainer.max_epochs",
+    ),
+    "trainer value Lightning refuses": (
+        lambda tmp: ["trainer.max_epochs=-5"],
+        "trainer.max_epochs",
+    ),
+    "trainer devices": (lambda tmp: ["trainer.devices=abc"], "trainer.devices"),
+    "trainer precision unknown": (lambda tmp: ["trainer.precision=banana"], "trainer.precision"),
+    # Before: AssertionError from timm's PatchEmbed in the first training step.
+    "ViT patches that do not tile the image": (
+        lambda tmp: ["backbone.name=test_vit", "data.image_size=28"],
+        "do not divide data.image_size=28",
+    ),
+    "trainer precision with 16-bit weights": (
+        lambda tmp: ["trainer.precision=bf16-true"],
+        "trainer.precision=bf16-true",
+    ),
 }
 
 

@@ -57,7 +57,10 @@ def extract_features(
     modes = {m: m.training for module in modules for m in module.modules()}
     for module in modules:
         module.eval()
-    device = torch.device(device) if device is not None else next(backbone.parameters()).device
+    weight = next(backbone.parameters())
+    device = torch.device(device) if device is not None else weight.device
+    # Images come as fp32; a backbone trained with trainer.precision=64-true has fp64 weights.
+    dtype = weight.dtype if weight.is_floating_point() else torch.float32
     outputs: dict[str, list[Tensor]] = {"backbone": []}
     if projector is not None:
         outputs["projector"] = []
@@ -65,7 +68,7 @@ def extract_features(
     try:
         iterator = tqdm(loader, desc=progress, leave=False) if progress else loader
         for images, targets in iterator:
-            features = backbone(images.to(device, non_blocking=True)).flatten(1)
+            features = backbone(images.to(device, dtype, non_blocking=True)).flatten(1)
             outputs["backbone"].append(features.float().cpu())
             if projector is not None:
                 outputs["projector"].append(projector(features).float().cpu())

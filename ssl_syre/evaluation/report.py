@@ -43,6 +43,9 @@ def knn_records(
 ) -> Records:
     """Weighted kNN of each feature kind, one record per k of `eval.knn_k` (test split, train bank).
 
+    Each record names its bank and queries by size (`bank_size`, `num_queries`): a subset of
+    the train split scores differently from the whole split.
+
     A k above the bank size is clamped to it (with a warning) and recorded as the k used;
     requested ks that clamp to the same k give one record, not several identical ones.
     """
@@ -66,7 +69,16 @@ def knn_records(
             temperature=eval_cfg.knn_t,
             device=device,
         ):
-            records.append({"features": kind, "split": "test", "bank": "train", **record})
+            records.append(
+                {
+                    "features": kind,
+                    "split": "test",
+                    "bank": "train",
+                    "bank_size": bank,
+                    "num_queries": len(test.labels),
+                    **record,
+                }
+            )
     return records
 
 

@@ -18,9 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
-from ssl_syre.backbones import backbone_kwargs_for_size, create_backbone
+from ssl_syre.backbones import backbone_kwargs_for_size, check_input_size, create_backbone
 from ssl_syre.data import DataInfo
 from ssl_syre.errors import UserError, suggest
+from ssl_syre.lars import SyReLARS
 from ssl_syre.syre import SyRe, steady_pull, syre_param_groups
 
 # Module attribute names of the parts SyRe may cover (config key syre.parts).
@@ -82,6 +83,7 @@ class SSLMethod(pl.LightningModule):
             small_image_stem=cfg.backbone.small_image_stem,
             **backbone_kwargs,
         )
+        check_input_size(self.backbone, cfg.backbone.name, info.image_size)
         if cfg.backbone.channels_last:
             # Convolutions follow the weights' memory format, so inputs need no conversion;
             # Lightning's later .to(device) keeps the format.
@@ -205,15 +207,21 @@ class SSLMethod(pl.LightningModule):
             for name, param in module.named_parameters()
             if param.requires_grad
         ]
-        groups = syre_param_groups(named, self.syre, float(opt.weight_decay))
+        # The module, not bare pairs: its (and timm's backbone's) no_weight_decay() names, such
+        # as a ViT's pos_embed and cls_token, then stay out of every decay, as SyRe leaves them.
+        groups = syre_param_groups(self, self.syre, float(opt.weight_decay), parameters=named)
         lr = self.learning_rate()
         if opt.name == "sgd":
             optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=opt.momentum)
+        elif opt.name == "lars" and self.syre is not None:
+            # lightly's LARS skips the trust ratio for weight_decay=0 groups, which SyRe's are:
+            # SyReLARS scales them, with SyRe's (coupled) pull in the ratio.
+            optimizer = SyReLARS(groups, syre=self.syre, lr=lr, momentum=opt.momentum)
         elif opt.name == "lars":
             optimizer = LARS(groups, lr=lr, momentum=opt.momentum)
         else:
             optimizer = torch.optim.AdamW(groups, lr=lr)
-        if self.syre is not None:
+        if self.syre is not None and not isinstance(optimizer, SyReLARS):
             self.syre.attach(optimizer)
         if opt.scheduler == "constant":
             return optimizer

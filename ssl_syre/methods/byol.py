@@ -48,6 +48,9 @@ class BYOL(SSLMethod):
         self.projection_head_momentum = copy.deepcopy(self.projection_head)
         deactivate_requires_grad(self.backbone_momentum)
         deactivate_requires_grad(self.projection_head_momentum)
+        # global_step of the last momentum update; a resumed run starts unset and updates at
+        # its first step, as the uninterrupted run does.
+        self._momentum_step: int | None = None
         self.criterion = NegativeCosineSimilarity()
 
     def momentum(self) -> float:
@@ -60,8 +63,14 @@ class BYOL(SSLMethod):
 
     def training_loss(self, views: Sequence[Tensor]) -> Tensor:
         momentum = self.momentum()
-        update_momentum(self.backbone, self.backbone_momentum, m=momentum)
-        update_momentum(self.projection_head, self.projection_head_momentum, m=momentum)
+        # One EMA step per optimizer step: with trainer.accumulate_grad_batches > 1 several
+        # micro-batches share a global_step and the online weights have not moved between
+        # them (solo-learn guards its update the same way). Outside a Trainer every call is a step.
+        step = self.global_step if self._trainer is not None else None
+        if step is None or step != self._momentum_step:
+            update_momentum(self.backbone, self.backbone_momentum, m=momentum)
+            update_momentum(self.projection_head, self.projection_head_momentum, m=momentum)
+            self._momentum_step = step
         self.log("train/momentum", momentum)
         x0, x1 = views[:2]
         p0 = self.prediction_head(self.projection_head(self.backbone(x0)))

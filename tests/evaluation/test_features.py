@@ -36,3 +36,15 @@ def test_bound_method_projector_runs_in_eval_mode_and_modes_are_restored() -> No
     torch.testing.assert_close(features.by_kind["projector"], again.by_kind["projector"])
     assert method.training and method.projection_head.training and method.backbone.training
     assert not method.frozen_copy.training
+
+
+def test_fp64_backbone_takes_fp32_images() -> None:
+    """trainer.precision=64-true trains fp64 weights; evaluation images stay fp32."""
+    torch.manual_seed(0)
+    method = Method()
+    data = TensorDataset(torch.randn(6, 4), torch.zeros(6, dtype=torch.long))
+    reference = extract_features(method.backbone, eval_loader(data, 3), projector=method.project)
+    method.double()
+    features = extract_features(method.backbone, eval_loader(data, 3), projector=method.project)
+    assert features.by_kind["backbone"].dtype == torch.float32  # stored as fp32 either way
+    torch.testing.assert_close(features.by_kind["projector"], reference.by_kind["projector"])

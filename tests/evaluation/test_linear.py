@@ -41,11 +41,15 @@ def test_deterministic_given_seed():
 
 
 def test_digits_pixels_match_logistic_regression_quality():
-    # scikit-learn's LogisticRegression (C=1) gets 0.916 on this split of raw digit pixels.
+    """Within 3 points of scikit-learn's LogisticRegression, fitted here on the same split."""
+    from sklearn.linear_model import LogisticRegression
+
     digits = load_digits()
     x, y = digits.data.astype(np.float32), digits.target
+    reference = LogisticRegression(C=1.0, max_iter=5000).fit(x[:1200], y[:1200])
+    expected = reference.score(x[1200:], y[1200:])
     result = linear_probe(x[:1200], y[:1200], x[1200:], y[1200:], 10, epochs=50, batch_size=128)
-    assert result["top1"] >= 0.88
+    assert result["top1"] >= expected - 0.03
 
 
 def test_bad_inputs_raise():

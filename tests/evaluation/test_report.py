@@ -39,6 +39,13 @@ def test_labelled_data_gets_every_evaluation_and_raw_pixels_only_knn() -> None:
     assert all(r["top1"] == 1.0 for r in results["knn"] if r["features"] == "backbone")
 
 
+def test_knn_records_name_the_size_of_bank_and_queries() -> None:
+    results = evaluate_features(clusters(60), clusters(30, seed=1), 3, eval_cfg(), linear=False)
+    assert results["knn"]
+    for record in results["knn"]:
+        assert (record["bank"], record["bank_size"], record["num_queries"]) == ("train", 60, 30)
+
+
 def test_k_above_the_bank_is_clamped_and_not_repeated() -> None:
     with pytest.warns(UserWarning, match="clamped to 60"):
         results = evaluate_features(
