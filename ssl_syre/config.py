@@ -81,7 +81,11 @@ class SyReConfig:
     anchor_scale: str = "fan_in"
     d_eps: float = 0.0  # > 0: advanced removal, D ~ U[1 - d_eps, 1 + d_eps]
     seed: int | None = None  # None: the run's seed
-    mode: str = "decoupled"  # decoupled (like AdamW) | coupled (added to the gradient)
+    # auto | coupled (added to the gradient, the paper's loss) | decoupled (like AdamW).
+    # auto = the optimizer's own convention: coupled for sgd and lars (so syre.enabled=false is
+    # torch SGD's / lightly LARS's weight_decay, the decay lightly's recipes use), decoupled for
+    # adamw (AdamW's own decay). See syre_mode() and the README.
+    mode: str = "auto"
     include_1d: bool = False  # also cover biases and norm weights
     parts: list[str] = field(
         default_factory=lambda: ["backbone", "projection_head", "prediction_head"]
@@ -198,6 +202,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+def syre_mode(cfg: DictConfig) -> str:
+    """The decay mode a run uses: syre.mode, or with "auto" the optimizer's own convention.
+
+    Coupled under SGD and LARS: the paper's objective (the decay term in the loss), and the
+    form of torch SGD's and lightly LARS's weight_decay, so the off arm of a SyRe ablation is
+    the recipe's usual decay and not a 10x weaker one (decoupled lr·γ vs coupled lr·γ/(1 − β)).
+    Decoupled under AdamW, whose own decay is decoupled.
+    """
+    mode = str(cfg.syre.mode)
+    if mode != "auto":
+        return mode
+    return "decoupled" if cfg.optimizer.name == "adamw" else "coupled"
+
+
 def _check_choice(key: str, value: str, choices: list[str]) -> None:
     if value not in choices:
         raise UserError(
@@ -219,9 +237,9 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("data.name", cfg.data.name, list(DATASETS))
     _check_choice("optimizer.name", cfg.optimizer.name, ["sgd", "lars", "adamw"])
     _check_choice("optimizer.scheduler", cfg.optimizer.scheduler, ["cosine", "constant"])
-    _check_choice("syre.mode", cfg.syre.mode, list(MODES))
+    _check_choice("syre.mode", cfg.syre.mode, ["auto", *MODES])
     _check_choice("syre.anchor_scale", cfg.syre.anchor_scale, list(ANCHOR_SCALES))
-    if cfg.optimizer.name == "lars" and cfg.syre.mode != "coupled":
+    if cfg.optimizer.name == "lars" and syre_mode(cfg) != "coupled":
         raise UserError(
             "optimizer.name=lars needs syre.mode=coupled: LARS puts the decay inside its "
             "trust ratio (as with its own weight_decay), which is the coupled form; add "

@@ -97,3 +97,22 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(OmegaConf.to_yaml(cfg))
     assert load_config(str(path)) == cfg
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "mode", "expected"),
+    [
+        ("sgd", "auto", "coupled"),  # the paper's loss and torch SGD's own weight_decay
+        ("lars", "auto", "coupled"),  # LARS puts the decay inside its trust ratio
+        ("adamw", "auto", "decoupled"),  # AdamW's own decay
+        ("sgd", "decoupled", "decoupled"),
+        ("adamw", "coupled", "coupled"),
+    ],
+)
+def test_syre_mode_auto_follows_the_optimizers_own_decay(
+    optimizer: str, mode: str, expected: str
+) -> None:
+    from ssl_syre.config import syre_mode
+
+    cfg = load_config(None, [f"optimizer.name={optimizer}", f"syre.mode={mode}"])
+    assert cfg.syre.mode == mode and syre_mode(cfg) == expected

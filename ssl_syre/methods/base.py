@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
 from ssl_syre.backbones import backbone_kwargs_for_size, check_input_size, create_backbone
+from ssl_syre.config import syre_mode
 from ssl_syre.data import DataInfo
 from ssl_syre.errors import UserError, suggest
 from ssl_syre.lars import SyReLARS
@@ -152,7 +153,7 @@ class SSLMethod(pl.LightningModule):
             d_eps=syre_cfg.d_eps if syre_cfg.enabled else 0.0,
             anchor_scale=syre_cfg.anchor_scale,
             seed=self.cfg.seed if syre_cfg.seed is None else syre_cfg.seed,
-            mode=syre_cfg.mode,
+            mode=syre_mode(self.cfg),
             include_1d=syre_cfg.include_1d,
             parameters=named,
         )
@@ -173,7 +174,7 @@ class SSLMethod(pl.LightningModule):
         AdamW's normalisation or LARS's trust ratio).
         """
         syre_cfg, opt = self.cfg.syre, self.cfg.optimizer
-        mode = str(syre_cfg.mode)
+        mode = syre_mode(self.cfg)
         momentum = float(opt.momentum) if opt.name in ("sgd", "lars") else 0.0
         pull = steady_pull(mode, self.learning_rate(), self.decay_strength(), momentum)
         if mode == "coupled" and opt.name != "sgd":
