@@ -185,9 +185,10 @@ def model_from_checkpoint(checkpoint: str | Path) -> tuple[Any, dict[str, Any]]:
     return model, state
 
 
-def _final_knn(checkpoint: Path, state: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """The backbone kNN records of metrics.json, when they describe this checkpoint's weights
-    (the run's last.ckpt at the step metrics.json reports)."""
+def _final_results(checkpoint: Path, state: dict[str, Any]) -> dict[str, Any] | None:
+    """The backbone kNN records of metrics.json and the images they used (`eval_data`), as
+    train.py's export holds them, when they describe this checkpoint's weights (the run's
+    last.ckpt at the step metrics.json reports)."""
     run_dir = checkpoint.parent.parent
     metrics_path = run_dir / "metrics.json"
     if checkpoint.name != "last.ckpt" or not metrics_path.is_file():
@@ -198,7 +199,10 @@ def _final_knn(checkpoint: Path, state: dict[str, Any]) -> list[dict[str, Any]] 
         return None
     if metrics.get("run", {}).get("steps") != state.get("global_step"):
         return None
-    return [r for r in metrics.get("knn", []) if r.get("features") == "backbone"]
+    knn = [r for r in metrics.get("knn", []) if r.get("features") == "backbone"]
+    if not knn:
+        return None
+    return {"knn": knn, **({"eval_data": metrics["eval_data"]} if "eval_data" in metrics else {})}
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = None) -> Path:
@@ -218,8 +222,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = None)
     if out.exists() and not out.is_dir():
         raise UserError(f"'{out}' is a file, not a directory; pass --out NEW_DIR")
     model, state = model_from_checkpoint(checkpoint)
-    knn = _final_knn(checkpoint.resolve(), state)
-    return export_backbone(model, out, extra={"knn": knn} if knn else None)
+    return export_backbone(model, out, extra=_final_results(checkpoint.resolve(), state))
 
 
 def main(argv: list[str]) -> None:
