@@ -124,7 +124,13 @@ class SyRe:
     - `mode="coupled"` (like SGD's `weight_decay`): grad ← grad + γ·D⊙(w − θ0).
 
     Under plain SGD both are exactly gradient descent on the paper's loss
-    ℓ(θ + θ0) + γ/2·θᵀDθ with θ = w − θ0.
+    ℓ(θ + θ0) + γ/2·θᵀDθ with θ = w − θ0. With momentum β, coupled pulls lr·γ/(1 − β) per step,
+    decoupled lr·γ (`steady_pull`): 10x apart at β = 0.9, so compare runs in one mode. Coupled is
+    the paper's loss handed to the optimizer and the form of SGD's own `weight_decay`; decoupled
+    is the form of AdamW's. The training config picks the optimizer's own form (`syre.mode=auto`:
+    coupled for SGD/LARS, decoupled for AdamW); this class defaults to decoupled, which pulls the
+    same under any optimizer. `sigma0=0` is the control: plain decay toward 0 through this same
+    update, bit for bit torch SGD's `weight_decay` (coupled) or AdamW's decay (decoupled).
 
     Coverage follows the usual weight-decay convention (`timm.optim.param_groups_weight_decay`):
     trainable tensors with ndim ≥ 2 whose name does not end in `.bias`, minus the
