@@ -40,7 +40,10 @@ class DataConfig:
     download: bool = True  # torchvision data sets only; fails with a clear error offline
     image_size: int | None = None  # None: the data set's native size
     batch_size: int = 256  # per process; the global batch is batch_size x devices x nodes
-    num_workers: int = 2
+    num_workers: int = 2  # workers path, and decoding image folders on the device path
+    # device: uint8 batches, views made batched on the training device (ssl_syre.data.augment);
+    # workers: lightly's per-image PIL transforms in DataLoader workers (the reference path).
+    augment_on: str = "device"
     train_subset: int | None = None  # use a seeded random subset of the training split
     test_subset: int | None = None
     # Augmentation strength (lightly's transforms); None keeps the method's default.
@@ -208,6 +211,7 @@ def validate(cfg: DictConfig) -> None:
 
     _check_choice("method", cfg.method, list(METHODS))
     _check_choice("data.name", cfg.data.name, list(DATASETS))
+    _check_choice("data.augment_on", cfg.data.augment_on, ["device", "workers"])
     _check_choice("optimizer.name", cfg.optimizer.name, ["sgd", "lars", "adamw"])
     _check_choice("optimizer.scheduler", cfg.optimizer.scheduler, ["cosine", "constant"])
     _check_choice("syre.mode", cfg.syre.mode, ["decoupled", "coupled"])
