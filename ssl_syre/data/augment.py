@@ -9,9 +9,9 @@ them (`ViewRecipe.from_lightly` reads the parameters from lightly's own classes)
 What does what, and why:
 - Resized crop: crop boxes sampled as torchvision's `RandomResizedCrop.get_params` does (10
   tries, area and log-ratio uniform, centre-crop fallback), vectorised by hand because kornia's
-  generator differs in its fallback; resampled with torchvision's `roi_align` (bilinear,
-  averaging several points per output pixel when shrinking, like PIL's antialiasing), about
-  10x faster on CPU than kornia's crop-and-warp.
+  generator differs in its fallback; resampled by hand with PIL's own bilinear weights
+  (antialiased when shrinking, clamped at the crop's border) as two batched matrix products,
+  because neither torchvision's `roi_align` nor kornia's crop-and-warp reproduces PIL there.
 - Flips, greyscale, solarization: one `torch.where` each.
 - Colour jitter: kornia's torchvision-compatible adjustments (brightness, contrast with mean
   subtraction, saturation with grey subtraction, hue) with per-sample factors; the order is
@@ -38,7 +38,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torchvision.ops import roi_align
 
 # torchvision's RandomResizedCrop defaults, which lightly keeps.
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -158,14 +157,34 @@ def sample_crop_boxes(
     return torch.stack([left, top, left + w, top + h], dim=1)
 
 
+def resize_weights(start: Tensor, length: Tensor, in_size: int, out_size: int) -> Tensor:
+    """(B, out_size, in_size) rows of PIL's bilinear resize of the pixels [start, start+length).
+
+    PIL's triangle filter, widened by the scale when shrinking (its antialiasing), each row
+    normalised over the pixels inside the crop: what PIL computes after cropping.
+    """
+    scale = (length / out_size).unsqueeze(1)  # (B, 1)
+    support = torch.clamp(scale, min=1.0)
+    centre = start.unsqueeze(1) + (torch.arange(out_size, device=start.device) + 0.5) * scale
+    pixel = torch.arange(in_size, device=start.device) + 0.5  # (in,)
+    weights = torch.clamp(1 - (pixel - centre.unsqueeze(2)).abs() / support.unsqueeze(2), min=0)
+    inside = (pixel >= start.view(-1, 1, 1)) & (pixel < (start + length).view(-1, 1, 1))
+    weights = weights * inside
+    return weights / weights.sum(dim=2, keepdim=True)
+
+
 def resized_crop(images: Tensor, boxes: Tensor, size: int) -> Tensor:
-    """Crop each image to its box and resize to size x size (bilinear, antialiased when
-    shrinking): `roi_align` with aligned pixel centres, the sampling grid of PIL's resize."""
-    index = torch.arange(len(images), device=images.device, dtype=images.dtype)
-    rois = torch.cat([index[:, None], boxes.to(images.dtype)], dim=1)
-    return roi_align(
-        images, rois, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True
-    )
+    """Crop each image to its box (x0, y0, x1, y1) and resize to size x size, as PIL's
+    bilinear resize after a crop: two batched matrix products with per-sample weights.
+
+    Written by hand: torchvision's `roi_align` (10x kornia's crop on CPU) samples across the
+    crop's border and averages without PIL's triangle weights; these weights are PIL's.
+    """
+    _, _, height, width = images.shape
+    boxes = boxes.to(images.dtype)
+    rows = resize_weights(boxes[:, 1], boxes[:, 3] - boxes[:, 1], height, size)  # (B, S, H)
+    columns = resize_weights(boxes[:, 0], boxes[:, 2] - boxes[:, 0], width, size)  # (B, S, W)
+    return rows.unsqueeze(1) @ images @ columns.transpose(1, 2).unsqueeze(1)
 
 
 def _grey(images: Tensor) -> Tensor:
