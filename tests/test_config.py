@@ -59,6 +59,7 @@ def test_wrong_type() -> None:
         ("trainer.max_epoch=2", "trainer.max_epoch", "max_epochs"),
         ("method_kwargs.temprature=0.2", "temprature", "temperature"),
         ("optimizer.name=adam", "optimizer.name", "adamw"),
+        ("data.augment_on=gpu", "data.augment_on", "device"),
     ],
 )
 def test_unknown_names(override: str, needle: str, hint: str) -> None:
