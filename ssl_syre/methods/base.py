@@ -228,6 +228,9 @@ class SSLMethod(pl.LightningModule):
             self._augment_generator = torch.Generator(device=images.device)
         seed = augment_seed(int(self.cfg.seed), self.current_epoch, process_rank(), batch_idx)
         views = self.augment(images, self._augment_generator.manual_seed(seed))
+        dtype = next(self.backbone.parameters()).dtype
+        if dtype != views[0].dtype:  # *-true precisions: Lightning cast the batch, not these
+            views = [view.to(dtype) for view in views]
         if self.cfg.backbone.channels_last:
             views = [view.contiguous(memory_format=torch.channels_last) for view in views]
         return views

@@ -47,6 +47,13 @@ def test_bf16_autocast_and_channels_last() -> None:
     assert torch.isfinite(loss)
 
 
+def test_views_follow_the_weights_dtype_under_true_precisions() -> None:
+    model = build("simclr", "syre.enabled=false").to(torch.float64)
+    images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    views = model.views((images, None), batch_idx=0)
+    assert views[0].dtype == torch.float64 and torch.isfinite(model.training_loss(views))
+
+
 def test_workers_path_passes_the_loaders_views_through() -> None:
     model = build("simclr", "data.augment_on=workers")
     assert model.augment is None
