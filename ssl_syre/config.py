@@ -253,7 +253,32 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(
             f"config key 'eval.knn_k' must hold positive integers, got {list(cfg.eval.knn_k)}"
         )
+    _drop_other_methods_kwargs(cfg, METHODS)
     METHODS[cfg.method].check_kwargs(cfg.method_kwargs)
+
+
+def _drop_other_methods_kwargs(cfg: DictConfig, methods: dict[str, Any]) -> None:
+    """Drop, with a warning, method_kwargs that only another method defines.
+
+    A config written for one method (the quick start's SimCLR temperature) then still runs
+    with method=byol on the command line; a key no method knows stays an error.
+    """
+    import dataclasses
+    import warnings
+
+    own = {f.name for f in dataclasses.fields(methods[cfg.method].Kwargs)}
+    others = {
+        f.name
+        for name, cls in methods.items()
+        if name != cfg.method
+        for f in dataclasses.fields(cls.Kwargs)
+    }
+    for key in [str(k) for k in cfg.method_kwargs if k not in own and k in others]:
+        warnings.warn(
+            f"method_kwargs.{key} is not a setting of {cfg.method} (another method's); ignored",
+            stacklevel=3,
+        )
+        del cfg.method_kwargs[key]
 
 
 def to_yaml(cfg: DictConfig | ListConfig) -> str:

@@ -96,3 +96,12 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(OmegaConf.to_yaml(cfg))
     assert load_config(str(path)) == cfg
+
+
+def test_another_methods_kwargs_are_dropped_with_a_warning() -> None:
+    """The quick start sets SimCLR's temperature; method=byol still runs from it."""
+    with pytest.warns(UserWarning, match="temperature"):
+        cfg = load_config(None, ["method=byol", "method_kwargs.temperature=0.2"])
+    assert "temperature" not in cfg.method_kwargs
+    assert load_config(None, ["method_kwargs.temperature=0.2"]).method_kwargs.temperature == 0.2
+    assert "temprature" in error_of(overrides=["method=byol", "method_kwargs.temprature=0.2"])
