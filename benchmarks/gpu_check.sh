@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One-GPU check, under 8 minutes: SimCLR + ResNet-18 (3x3 stem) throughput at 32x32 (fp32/bf16,
-# channels_last; model alone and train.py's path), GPU utilisation sampled with nvidia-smi
-# while train.py's path runs, SyRe overhead on the GPU, and the extrapolated time of lightly's
-# 200-epoch CIFAR-10 recipe. Data are synthetic CIFAR-sized images (no CIFAR on these machines).
+# channels_last; model alone, batched augmentation alone, and train.py's path with lightly's
+# transforms in workers and with views made on the GPU), GPU utilisation sampled with nvidia-smi
+# while each path runs, SyRe overhead on the GPU, and per path the extrapolated time of
+# lightly's 200-epoch CIFAR-10 recipe. Data are synthetic CIFAR-sized images (no CIFAR on these machines).
 #
 # Run from the repository root:  bash benchmarks/gpu_check.sh [RESULTS_DIR]
 # RESULTS_DIR defaults to $OUT (the device runner's folder) or benchmarks/results/gpu.
@@ -41,28 +42,42 @@ cat "$RESULTS/environment.txt" >> "$SUMMARY"
 step model_throughput 150 "$PY" benchmarks/gpu_throughput.py --parts model \
   --out "$RESULTS/model_throughput.json"
 
-# 2. train.py's path (Lightning, lightly transforms in workers, bf16-mixed, SyRe on), with
-#    nvidia-smi sampling utilisation every 0.5 s meanwhile (about 2 min).
-nvidia-smi --query-gpu=timestamp,utilization.gpu,utilization.memory,memory.used,power.draw \
-  --format=csv,noheader,nounits -lms 500 > "$RESULTS/nvidia_smi.csv" 2>/dev/null &
-SMI_PID=$!
-step pipeline_throughput 200 "$PY" benchmarks/gpu_throughput.py --parts pipeline \
-  --pipeline-steps 60 --out "$RESULTS/pipeline_throughput.json"
-kill "$SMI_PID" 2>/dev/null
-wait "$SMI_PID" 2>/dev/null
-"$PY" - "$RESULTS/nvidia_smi.csv" >> "$SUMMARY" 2>&1 <<'PYEOF'
-import sys
-rows = [line.split(",") for line in open(sys.argv[1]) if line.count(",") >= 4]
-util = sorted(float(r[1]) for r in rows if r[1].strip().replace(".", "").isdigit())
-if util:
-    busy = util[len(util) // 10 :]  # drop the idle start-up tenth
-    print(f"   GPU utilisation during pipeline_throughput: median {busy[len(busy) // 2]:.0f}%, "
-          f"mean {sum(busy) / len(busy):.0f}% over {len(util)} samples (0.5 s)")
-else:
-    print("   no nvidia-smi samples")
-PYEOF
+# 2. Batched augmentation alone on the GPU (seconds).
+step augment_throughput 90 "$PY" benchmarks/gpu_throughput.py --parts augment \
+  --out "$RESULTS/augment_throughput.json"
 
-# 3. SyRe overhead on the GPU: plain weight decay vs SyRe, interleaved (about 1.5 min).
+# 3. train.py's path (Lightning, bf16-mixed, channels_last, SyRe on), once per augmentation
+#    path: lightly's transforms in DataLoader workers, then batched views on the GPU; nvidia-smi
+#    samples utilisation every 0.5 s meanwhile (about 2 min each). The summary gives, per
+#    path, images/s, GPU utilisation and the extrapolated minutes of lightly's CIFAR-10
+#    SimCLR recipe (200 epochs, batch 512; lightly: 87.1 min on one A6000).
+for path in workers device; do
+  nvidia-smi --query-gpu=timestamp,utilization.gpu,utilization.memory,memory.used,power.draw \
+    --format=csv,noheader,nounits -lms 500 > "$RESULTS/nvidia_smi_$path.csv" 2>/dev/null &
+  SMI_PID=$!
+  step "pipeline_$path" 200 "$PY" benchmarks/gpu_throughput.py --parts pipeline \
+    --augment-on "$path" --pipeline-steps 60 --out "$RESULTS/pipeline_$path.json"
+  kill "$SMI_PID" 2>/dev/null
+  wait "$SMI_PID" 2>/dev/null
+  "$PY" - "$path" "$RESULTS/nvidia_smi_$path.csv" "$RESULTS/pipeline_$path.json" >> "$SUMMARY" 2>&1 <<'PYEOF'
+import json, sys
+path, smi, result = sys.argv[1:4]
+rows = [line.split(",") for line in open(smi) if line.count(",") >= 4]
+util = sorted(float(r[1]) for r in rows if r[1].strip().replace(".", "").isdigit())
+busy = util[len(util) // 10 :]  # drop the idle start-up tenth
+gpu = (f"GPU utilisation median {busy[len(busy) // 2]:.0f}%, mean {sum(busy) / len(busy):.0f}% "
+       f"over {len(util)} samples") if busy else "no nvidia-smi samples"
+try:
+    run = json.load(open(result))["pipeline"][path]
+    speed = (f"{run['images_per_s']:.0f} images/s, lightly's CIFAR-10 SimCLR recipe "
+             f"extrapolated to {run['recipe_minutes_extrapolated']:.1f} min")
+except (OSError, KeyError, ValueError):
+    speed = "no result (see the step's log)"
+print(f"   augment_on={path}: {speed}; {gpu}")
+PYEOF
+done
+
+# 4. SyRe overhead on the GPU: plain weight decay vs SyRe, interleaved (about 1.5 min).
 step syre_overhead 150 "$PY" benchmarks/syre_overhead.py --device cuda --model resnet18 \
   --batch-size 512 --steps 40 --out "$RESULTS/syre_overhead_cuda.json"
 

@@ -1,15 +1,19 @@
 """GPU throughput of SimCLR + ResNet-18 (3x3 stem) at 32x32: model alone and train.py's path.
 
-Two measurements, both on synthetic CIFAR-sized data (CIFAR is not on these machines):
+Measurements on synthetic CIFAR-sized data (CIFAR is not on these machines):
 
 - `model`: the training step alone (backbone + SimCLR head + NT-Xent + SGD) on random tensors
   already on the GPU, for fp32 / bf16 autocast, each with and without channels_last: the
   ceiling that the data pipeline cannot beat.
-- `pipeline`: `ssl_syre.pipeline.train` as train.py runs it (Lightning, lightly's SimCLRTransform
-  on PIL images in DataLoader workers, bf16-mixed, backbone.channels_last, SyRe on), with the
-  data set replaced by random uint8 32x32x3 images and the final evaluation skipped.
+- `augment`: the device path's batched augmentation alone (`BatchAugment`, lightly's SimCLR
+  CIFAR recipe, two views) on a uint8 batch already on the GPU.
+- `pipeline`: `ssl_syre.pipeline.train` as train.py runs it (Lightning, bf16-mixed,
+  backbone.channels_last, SyRe on), with the data set replaced by random uint8 32x32x3 images
+  and the final evaluation skipped; once per `--augment-on` path: `workers` (lightly's
+  SimCLRTransform on PIL images in DataLoader workers) and `device` (uint8 batches, views made
+  on the GPU in the training step).
 
-From the pipeline's images/s it extrapolates lightly's CIFAR-10 recipe: 200 epochs of 50,000
+From each path's images/s it extrapolates lightly's CIFAR-10 recipe: 200 epochs of 50,000
 images at batch 512 (drop_last: 97 steps per epoch), to compare with lightly's 87.1 min for
 SimCLR on one RTX A6000 (DESIGN.md section 3).
 
@@ -88,7 +92,35 @@ def model_step_throughput(
     }
 
 
-def pipeline_throughput(args: argparse.Namespace) -> dict[str, Any]:
+def augment_throughput(args: argparse.Namespace) -> dict[str, Any]:
+    from lightly.transforms import SimCLRViewTransform
+
+    from ssl_syre.data.augment import BatchAugment, ViewRecipe
+
+    normalize = {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]}
+    recipe = ViewRecipe.from_lightly(
+        SimCLRViewTransform, input_size=32, gaussian_blur=0.0, normalize=normalize
+    )
+    augment = BatchAugment([recipe, recipe]).cuda()
+    images = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device="cuda")
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    for _ in range(args.warmup):
+        augment(images, generator)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(args.model_steps):
+        augment(images, generator)
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {
+        "batch_size": args.batch_size,
+        "images_per_s": args.model_steps * args.batch_size / seconds,
+        "ms_per_batch": 1e3 * seconds / args.model_steps,
+        "note": "two views per image, lightly's SimCLR CIFAR recipe (no blur)",
+    }
+
+
+def pipeline_throughput(args: argparse.Namespace, augment_on: str) -> dict[str, Any]:
     times: dict[str, float] = {}
 
     class TimedReseedEachEpoch(ReseedEachEpoch):
@@ -126,6 +158,7 @@ def pipeline_throughput(args: argparse.Namespace) -> dict[str, Any]:
                 "backbone.channels_last=true",
                 f"data.batch_size={args.batch_size}",
                 f"data.num_workers={args.num_workers}",
+                f"data.augment_on={augment_on}",
                 "data.download=false",
                 "syre.enabled=true",
                 "eval.online_every_n_epochs=0",
@@ -151,6 +184,7 @@ def pipeline_throughput(args: argparse.Namespace) -> dict[str, Any]:
     steps = RECIPE_EPOCHS * (CIFAR10_IMAGES // RECIPE_BATCH)
     minutes = steps * RECIPE_BATCH / images_per_s / 60
     return {
+        "augment_on": augment_on,
         "batch_size": args.batch_size,
         "num_workers": args.num_workers,
         "images_per_s": images_per_s,
@@ -164,7 +198,8 @@ def pipeline_throughput(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="model,pipeline")
+    parser.add_argument("--parts", default="model,augment,pipeline")
+    parser.add_argument("--augment-on", default="workers,device", help="pipeline paths to time")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--num-workers", type=int, default=min(14, os.cpu_count() or 1))
     parser.add_argument("--warmup", type=int, default=5)
@@ -184,9 +219,14 @@ def main() -> None:
                 row = model_step_throughput(args, precision, channels_last)
                 result["model"].append(row)
                 print(json.dumps(row), flush=True)
+    if "augment" in parts:
+        result["augment"] = augment_throughput(args)
+        print(json.dumps(result["augment"]), flush=True)
     if "pipeline" in parts:
-        result["pipeline"] = pipeline_throughput(args)
-        print(json.dumps(result["pipeline"]), flush=True)
+        result["pipeline"] = {}
+        for augment_on in args.augment_on.split(","):
+            result["pipeline"][augment_on] = pipeline_throughput(args, augment_on)
+            print(json.dumps(result["pipeline"][augment_on]), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))

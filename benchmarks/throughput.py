@@ -5,7 +5,7 @@ excluded), all with the same backbone, head, data, batch, workers, optimizer and
 
 - `bare_lightly`: a plain PyTorch loop written the way lightly's examples are (SimCLRTransform,
   DataLoader, SimCLRProjectionHead, NTXentLoss, SGD with weight decay; no Lightning).
-- `ours_syre_off`: `ssl_syre.pipeline.train` exactly as train.py runs it (Trainer, loggers,
+- `ours_syre_off`: `ssl_syre.pipeline.train` as train.py runs it with data.augment_on=workers (Trainer, loggers,
   checkpoint callback, reseeding, cosine schedule), SyRe off, with the final evaluation skipped.
 - `ours_syre_on`: the same with SyRe on (decay toward anchors in the optimizer hook).
 
@@ -165,6 +165,9 @@ def ours(args: argparse.Namespace, syre: bool) -> float:
                 f"method_kwargs.projection_output_dim={args.output_dim}",
                 f"data.batch_size={args.batch_size}",
                 f"data.num_workers={args.num_workers}",
+                # lightly's transforms in workers, like the bare loop; the device path is
+                # compared in benchmarks/augment_throughput.py.
+                "data.augment_on=workers",
                 f"data.train_subset={args.subset}",
                 f"optimizer.lr={args.lr}",
                 "optimizer.weight_decay=5e-4",

@@ -42,7 +42,10 @@ class DataConfig:
     download: bool = True  # torchvision data sets only; fails with a clear error offline
     image_size: int | None = None  # None: the data set's native size
     batch_size: int = 256  # per process; the global batch is batch_size x devices x nodes
-    num_workers: int = 2
+    num_workers: int = 2  # workers path, and decoding image folders on the device path
+    # device: uint8 batches, views made batched on the training device (ssl_syre.data.augment);
+    # workers: lightly's per-image PIL transforms in DataLoader workers (the reference path).
+    augment_on: str = "device"
     train_subset: int | None = None  # use a seeded random subset of the training split
     test_subset: int | None = None
     # Augmentation strength (lightly's transforms); None keeps the method's default.
@@ -235,6 +238,7 @@ def validate(cfg: DictConfig) -> None:
 
     _check_choice("method", cfg.method, list(METHODS))
     _check_choice("data.name", cfg.data.name, list(DATASETS))
+    _check_choice("data.augment_on", cfg.data.augment_on, ["device", "workers"])
     _check_choice("optimizer.name", cfg.optimizer.name, ["sgd", "lars", "adamw"])
     _check_choice("optimizer.scheduler", cfg.optimizer.scheduler, ["cosine", "constant"])
     _check_choice("syre.mode", cfg.syre.mode, ["auto", *MODES])
@@ -284,6 +288,7 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(
             f"config key 'eval.knn_k' must hold positive integers, got {list(cfg.eval.knn_k)}"
         )
+    _drop_other_methods_kwargs(cfg, METHODS)
     METHODS[cfg.method].check_kwargs(cfg.method_kwargs)
 
 
@@ -359,6 +364,30 @@ def check_trainer_types(trainer: dict[str, Any], trainer_cls: type) -> None:
             "config key 'trainer.accumulate_grad_batches' must be >= 1, got "
             f"{trainer['accumulate_grad_batches']}"
         )
+
+
+def _drop_other_methods_kwargs(cfg: DictConfig, methods: dict[str, Any]) -> None:
+    """Drop, with a warning, method_kwargs that only another method defines.
+
+    A config written for one method (the quick start's SimCLR temperature) then still runs
+    with method=byol on the command line; a key no method knows stays an error.
+    """
+    import dataclasses
+    import warnings
+
+    own = {f.name for f in dataclasses.fields(methods[cfg.method].Kwargs)}
+    others = {
+        f.name
+        for name, cls in methods.items()
+        if name != cfg.method
+        for f in dataclasses.fields(cls.Kwargs)
+    }
+    for key in [str(k) for k in cfg.method_kwargs if k not in own and k in others]:
+        warnings.warn(
+            f"method_kwargs.{key} is not a setting of {cfg.method} (another method's); ignored",
+            stacklevel=3,
+        )
+        del cfg.method_kwargs[key]
 
 
 def to_yaml(cfg: DictConfig | ListConfig) -> str:

@@ -21,12 +21,19 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
-from ssl_syre.callbacks import EpochSampler, OnlineEvaluation, ReseedEachEpoch
+from ssl_syre.callbacks import OnlineEvaluation, ReseedEachEpoch
 from ssl_syre.checkpoint import AtomicCheckpointIO, check_resumable
 from ssl_syre.config import DEFAULT_CONFIG, load_config
-from ssl_syre.data import build_eval_datasets, build_ssl_dataset, data_info, subset_record
+from ssl_syre.data import (
+    build_eval_datasets,
+    build_ssl_dataset,
+    data_info,
+    subset_record,
+    uint8_transform,
+)
+from ssl_syre.data.loaders import train_loader
 from ssl_syre.distributed import SyReAnchorCheck
 from ssl_syre.errors import UserError
 from ssl_syre.evaluation.features import Features, eval_loader, extract_features, raw_pixels
@@ -229,7 +236,11 @@ def train(cfg: DictConfig) -> Path:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     info = data_info(cfg.data)
     method_cls: type[SSLMethod] = METHODS[cfg.method]
-    train_set = build_ssl_dataset(cfg.data, method_cls.build_transform(info, cfg.data), cfg.seed)
+    if cfg.data.augment_on == "workers":
+        transform: Any = method_cls.build_transform(info, cfg.data)
+    else:  # in-memory data sets serve uint8 as they are; image folders decode to uint8
+        transform = uint8_transform(info)
+    train_set = build_ssl_dataset(cfg.data, transform, cfg.seed)
     if len(train_set) < cfg.data.batch_size:
         raise UserError(
             f"data.batch_size={cfg.data.batch_size} is larger than the training set "
@@ -246,20 +257,8 @@ def train(cfg: DictConfig) -> Path:
     if not cfg.resume and is_rank_zero():
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
-    workers = int(cfg.data.num_workers)
-    # Order and worker seeds from (seed, epoch) alone: a resumed run replays the same epochs.
-    sampler = EpochSampler(len(train_set), cfg.seed)
-    loader = DataLoader(
-        train_set,
-        batch_size=cfg.data.batch_size,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=workers,
-        persistent_workers=False,
-        pin_memory=torch.cuda.is_available(),
-        worker_init_fn=sampler.seed_worker,
-        generator=torch.Generator(),  # keeps the iterator's seed draw off the global RNG
-    )
+    # Order (and worker seeds) from (seed, epoch) alone: a resumed run replays the same epochs.
+    loader, sampler = train_loader(train_set, cfg.data, cfg.seed, cfg.data.augment_on)
     callbacks: list[pl.Callback] = [
         ReseedEachEpoch(cfg.seed, sampler),
         ModelCheckpoint(

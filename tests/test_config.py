@@ -61,6 +61,7 @@ def test_wrong_type() -> None:
         ("optimizer.name=adam", "optimizer.name", "adamw"),
         ("syre.anchor_scale=absolut", "syre.anchor_scale", "absolute"),
         ("syre.mode=couple", "syre.mode", "coupled"),
+        ("data.augment_on=gpu", "data.augment_on", "device"),
     ],
 )
 def test_unknown_names(override: str, needle: str, hint: str) -> None:
@@ -116,3 +117,12 @@ def test_syre_mode_auto_follows_the_optimizers_own_decay(
 
     cfg = load_config(None, [f"optimizer.name={optimizer}", f"syre.mode={mode}"])
     assert cfg.syre.mode == mode and syre_mode(cfg) == expected
+
+
+def test_another_methods_kwargs_are_dropped_with_a_warning() -> None:
+    """The quick start sets SimCLR's temperature; method=byol still runs from it."""
+    with pytest.warns(UserWarning, match="temperature"):
+        cfg = load_config(None, ["method=byol", "method_kwargs.temperature=0.2"])
+    assert "temperature" not in cfg.method_kwargs
+    assert load_config(None, ["method_kwargs.temperature=0.2"]).method_kwargs.temperature == 0.2
+    assert "temprature" in error_of(overrides=["method=byol", "method_kwargs.temprature=0.2"])

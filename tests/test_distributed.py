@@ -68,6 +68,43 @@ def _worker(rank: int, world: int, port: int, method: str, gather: bool, out: st
         dist.destroy_process_group()
 
 
+def _augment_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model = build("simclr")
+        images = torch.randint(
+            0, 256, (8, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+        )
+        views = model.views((images, None), batch_idx=0)  # the same images on every rank
+        gathered = [torch.zeros_like(views[0]) for _ in range(world)]
+        dist.all_gather(gathered, views[0])
+        if rank == 0:
+            torch.save(torch.stack(gathered), out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_ranks_draw_different_augmentations(tmp_path: Path) -> None:
+    """Device path: the same images at the same step get other views on each rank (the seed
+    includes the rank), so a global batch never holds the same view twice."""
+    out = str(tmp_path / "views.pt")
+    mp.spawn(_augment_worker, args=(2, free_port(), out), nprocs=2, join=True)
+    views = torch.load(out, weights_only=True)
+    assert not torch.allclose(views[0], views[1])
+    single = build("simclr").views(
+        (
+            torch.randint(
+                0, 256, (8, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+            ),
+            None,
+        ),
+        0,
+    )
+    assert torch.equal(views[0], single[0])  # rank 0 draws what a single process draws
+
+
 def two_process_loss(method: str, gather: bool, tmp_path: Path) -> float:
     out = str(tmp_path / f"{method}_{gather}.pt")
     mp.spawn(_worker, args=(2, free_port(), method, gather, out), nprocs=2, join=True)

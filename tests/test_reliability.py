@@ -127,15 +127,25 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("method", "workers"), [("simclr", 0), ("byol", 0), ("byol", 2)])
+@pytest.mark.parametrize(
+    ("method", "workers", "augment_on"),
+    [("simclr", 0, "device"), ("byol", 0, "device"), ("byol", 2, "workers")],
+)
 def test_resume_after_ctrl_c_ends_with_the_same_weights(
-    method: str, workers: int, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+    method: str,
+    workers: int,
+    augment_on: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch,
 ) -> None:
     """Ctrl-C right after epoch 1's checkpoint, resume: bitwise the uninterrupted weights.
 
-    Cosine lr schedule and (BYOL) cosine momentum schedule, SyRe on, same max_epochs.
+    Cosine lr schedule and (BYOL) cosine momentum schedule, SyRe on, same max_epochs; views
+    made on the device (seeded per batch) or by lightly in DataLoader workers.
     """
     args = [*FAST, f"output_dir={tmp_path}", f"method={method}", f"data.num_workers={workers}"]
+    args += [f"data.augment_on={augment_on}"]
     args += ["trainer.max_epochs=3"]
     assert cli(capsys, *args, "run_name=whole")[0] == 0
 
@@ -163,9 +173,11 @@ def test_resume_after_ctrl_c_ends_with_the_same_weights(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("method", "workers"), [("simclr", 2), ("byol", 0)])
+@pytest.mark.parametrize(
+    ("method", "workers", "augment_on"), [("simclr", 2, "workers"), ("byol", 0, "device")]
+)
 def test_resume_with_a_larger_max_epochs_ends_with_the_same_weights(
-    method: str, workers: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    method: str, workers: int, augment_on: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """max_epochs=2, then resume with max_epochs=3: bitwise a 3-epoch run, outputs complete.
 
@@ -173,7 +185,7 @@ def test_resume_with_a_larger_max_epochs_ends_with_the_same_weights(
     epochs is another training than a cosine over 3); see the cosine test below.
     """
     args = [*FAST, f"output_dir={tmp_path}", f"method={method}", f"data.num_workers={workers}"]
-    args += ["optimizer.scheduler=constant", "export=true"]
+    args += ["optimizer.scheduler=constant", "export=true", f"data.augment_on={augment_on}"]
     if method == "byol":
         args += ["method_kwargs.momentum_start=0.99", "method_kwargs.momentum_end=0.99"]
     assert cli(capsys, *args, "run_name=whole", "trainer.max_epochs=3")[0] == 0

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ssl_syre.backbones import backbone_kwargs_for_size, check_input_size, create_backbone
 from ssl_syre.config import syre_mode
 from ssl_syre.data import DataInfo
+from ssl_syre.data.augment import BatchAugment, ViewRecipe, augment_seed, process_rank
 from ssl_syre.errors import UserError, suggest
 from ssl_syre.lars import SyReLARS
 from ssl_syre.syre import SyRe, steady_pull, syre_param_groups
@@ -92,6 +93,13 @@ class SSLMethod(pl.LightningModule):
         self.backbone_kwargs = backbone_kwargs
         self.feature_dim = int(self.backbone.num_features)
         self.build_heads(self.feature_dim)
+        # data.augment_on=device: the loader hands uint8 batches and this module makes the views.
+        self.augment = (
+            self.build_augmentation(info, cfg.data)
+            if cfg.data.get("augment_on", "device") == "device"
+            else None
+        )
+        self._augment_generator: torch.Generator | None = None
         # syre.enabled=false is the same update with the anchor at 0 (σ0 = 0, D = I, same mode):
         # a fair off arm differs from SyRe in where the decay pulls and in nothing else.
         self.syre: SyRe | None = self._build_syre()
@@ -128,7 +136,17 @@ class SSLMethod(pl.LightningModule):
 
     @classmethod
     def build_transform(cls, info: DataInfo, data_cfg: DictConfig) -> Callable[[Any], list[Tensor]]:
+        """lightly's per-image transform, for data.augment_on=workers."""
         raise NotImplementedError
+
+    @classmethod
+    def view_recipes(cls, info: DataInfo, data_cfg: DictConfig) -> list[ViewRecipe]:
+        """The same views as `build_transform`, as recipes for the batched device path."""
+        raise NotImplementedError
+
+    @classmethod
+    def build_augmentation(cls, info: DataInfo, data_cfg: DictConfig) -> BatchAugment:
+        return BatchAugment(cls.view_recipes(info, data_cfg))
 
     # ----- shared machinery --------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
@@ -239,8 +257,26 @@ class SSLMethod(pl.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
+    def views(self, batch: Any, batch_idx: int) -> list[Tensor]:
+        """The batch's views: made here from uint8 images on the device path (seeded by
+        seed, epoch, rank and batch index: exact resume, other views on each DDP rank), or
+        made by lightly's transforms in the DataLoader on the workers path."""
+        if self.augment is None:
+            return list(batch[0])
+        images = batch[0]
+        if self._augment_generator is None or self._augment_generator.device != images.device:
+            self._augment_generator = torch.Generator(device=images.device)
+        seed = augment_seed(int(self.cfg.seed), self.current_epoch, process_rank(), batch_idx)
+        views = self.augment(images, self._augment_generator.manual_seed(seed))
+        dtype = next(self.backbone.parameters()).dtype
+        if dtype != views[0].dtype:  # *-true precisions: Lightning cast the batch, not these
+            views = [view.to(dtype) for view in views]
+        if self.cfg.backbone.channels_last:
+            views = [view.contiguous(memory_format=torch.channels_last) for view in views]
+        return views
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        views = batch[0]
+        views = self.views(batch, batch_idx)
         loss = self.training_loss(views)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(

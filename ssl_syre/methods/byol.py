@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from ssl_syre.data import DataInfo, ssl_transform_kwargs
+from ssl_syre.data.augment import ViewRecipe
 from ssl_syre.methods.base import SSLMethod
 
 
@@ -86,3 +87,12 @@ class BYOL(SSLMethod):
             view_1_transform=BYOLView1Transform(**kwargs),
             view_2_transform=BYOLView2Transform(**kwargs),
         )
+
+    @classmethod
+    def view_recipes(cls, info: DataInfo, data_cfg: DictConfig) -> list[ViewRecipe]:
+        """Asymmetric, as lightly's BYOLTransform: blur 1.0 / 0.1, solarization 0 / 0.2."""
+        kwargs = ssl_transform_kwargs(info, data_cfg)
+        return [
+            ViewRecipe.from_lightly(BYOLView1Transform, **kwargs),
+            ViewRecipe.from_lightly(BYOLView2Transform, **kwargs),
+        ]

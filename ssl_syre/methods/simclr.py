@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
-from lightly.transforms import SimCLRTransform
+from lightly.transforms import SimCLRTransform, SimCLRViewTransform
 from omegaconf import DictConfig
 from torch import Tensor
 
 from ssl_syre.data import DataInfo, ssl_transform_kwargs
+from ssl_syre.data.augment import ViewRecipe
 from ssl_syre.methods.base import SSLMethod
 
 
@@ -56,3 +57,10 @@ class SimCLR(SSLMethod):
     @classmethod
     def build_transform(cls, info: DataInfo, data_cfg: DictConfig) -> SimCLRTransform:
         return SimCLRTransform(**ssl_transform_kwargs(info, data_cfg))
+
+    @classmethod
+    def view_recipes(cls, info: DataInfo, data_cfg: DictConfig) -> list[ViewRecipe]:
+        recipe = ViewRecipe.from_lightly(
+            SimCLRViewTransform, **ssl_transform_kwargs(info, data_cfg)
+        )
+        return [recipe, recipe]

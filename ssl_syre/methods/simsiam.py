@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
-from lightly.transforms import SimSiamTransform
+from lightly.transforms import SimSiamTransform, SimSiamViewTransform
 from omegaconf import DictConfig
 from torch import Tensor
 
 from ssl_syre.data import DataInfo, ssl_transform_kwargs
+from ssl_syre.data.augment import ViewRecipe
 from ssl_syre.methods.base import SSLMethod
 
 
@@ -50,3 +51,10 @@ class SimSiam(SSLMethod):
     @classmethod
     def build_transform(cls, info: DataInfo, data_cfg: DictConfig) -> SimSiamTransform:
         return SimSiamTransform(**ssl_transform_kwargs(info, data_cfg))
+
+    @classmethod
+    def view_recipes(cls, info: DataInfo, data_cfg: DictConfig) -> list[ViewRecipe]:
+        recipe = ViewRecipe.from_lightly(
+            SimSiamViewTransform, **ssl_transform_kwargs(info, data_cfg)
+        )
+        return [recipe, recipe]

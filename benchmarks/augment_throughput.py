@@ -1,0 +1,270 @@
+"""Augmentation on the device vs lightly in DataLoader workers: augmentation alone and end to end.
+
+Part 1, augmentation alone (one process, `--threads` torch threads, images/s):
+- `lightly_pil`: lightly's SimCLRTransform, one image at a time, as each DataLoader worker runs it.
+- `batched`: `ssl_syre.data.augment.BatchAugment` with the same recipe on a whole uint8 batch.
+Both make the two views of each image; Fashion-MNIST (28x28 grey) and random 32x32 RGB images
+(CIFAR-sized, with lightly's CIFAR recipe: no blur).
+
+Part 2, end to end (SimCLR + test_resnet on Fashion-MNIST, the same model, batch, optimizer
+and lr everywhere, SyRe off; images/s over the timed steps, data waits included):
+- `workers`: train.py's path with data.augment_on=workers (lightly's PIL views in
+  `--num-workers` DataLoader workers; Lightning).
+- `device`: train.py's path with data.augment_on=device (uint8 batches, views made by the
+  method's BatchAugment in the training step; Lightning).
+- `bare_device`: a plain PyTorch loop with the same uint8 batches, the same BatchAugment and
+  the same model, loss and SGD: what the framework around the step costs.
+Variants alternate in a rotating order over `--repeats` rounds, medians reported, ratios taken
+within this one run, so that a loaded machine slows every variant alike.
+
+Run: python benchmarks/augment_throughput.py [--threads 2] [--repeats 3] [--out result.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightly.transforms import SimCLRTransform
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from ssl_syre import pipeline  # noqa: E402
+from ssl_syre.callbacks import ReseedEachEpoch  # noqa: E402
+from ssl_syre.config import load_config  # noqa: E402
+from ssl_syre.data import build_ssl_dataset, data_info  # noqa: E402
+from ssl_syre.data.augment import BatchAugment, ViewRecipe  # noqa: E402
+from ssl_syre.data.loaders import train_loader  # noqa: E402
+from ssl_syre.methods import METHODS  # noqa: E402
+
+
+# ----- part 1: augmentation alone --------------------------------------------------------------
+def augmentation_alone(args: argparse.Namespace) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    cases = {
+        "fashion_mnist_28_grey": (
+            rng.integers(0, 256, (args.batch_size, 28, 28), dtype=np.uint8),
+            {
+                "input_size": 28,
+                "gaussian_blur": 0.0,
+                "normalize": {"mean": [0.286], "std": [0.353]},
+            },
+        ),
+        "cifar_32_rgb": (
+            rng.integers(0, 256, (args.batch_size, 32, 32, 3), dtype=np.uint8),
+            {
+                "input_size": 32,
+                "gaussian_blur": 0.0,
+                "normalize": {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]},
+            },
+        ),
+    }
+    results: dict[str, Any] = {}
+    for name, (pixels, kwargs) in cases.items():
+        lightly = SimCLRTransform(**kwargs)
+        images = [Image.fromarray(p) for p in pixels]
+        recipe = ViewRecipe.from_lightly(type(lightly.transforms[0]), **kwargs)
+        augment = BatchAugment([recipe, recipe])
+        batch = torch.from_numpy(pixels)
+        batch = batch.unsqueeze(1) if batch.ndim == 3 else batch.permute(0, 3, 1, 2).contiguous()
+        generator = torch.Generator().manual_seed(0)
+        samples: dict[str, list[float]] = {"lightly_pil": [], "batched": []}
+        augment(batch, generator)  # warm-up
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            for image in images:
+                lightly(image)
+            samples["lightly_pil"].append(len(images) / (time.perf_counter() - start))
+            start = time.perf_counter()
+            for _ in range(5):
+                augment(batch, generator)
+            samples["batched"].append(5 * len(batch) / (time.perf_counter() - start))
+        medians = {k: statistics.median(v) for k, v in samples.items()}
+        results[name] = {
+            "images_per_s": medians,
+            "samples": samples,
+            "ratio_batched_vs_lightly": medians["batched"] / medians["lightly_pil"],
+        }
+        print(
+            f"{name:<24} lightly {medians['lightly_pil']:8.0f} img/s   batched "
+            f"{medians['batched']:8.0f} img/s   ratio {results[name]['ratio_batched_vs_lightly']:.1f}",
+            flush=True,
+        )
+    return results
+
+
+# ----- part 2: end to end ----------------------------------------------------------------------
+class StepTimer:
+    """Wall-clock time from the start of step `warmup` to the end of the last step."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.start = self.end = 0.0
+        self.steps = 0
+
+    def batch_start(self, index: int) -> None:
+        if index == self.warmup:
+            self.start = time.perf_counter()
+
+    def batch_end(self, index: int) -> None:
+        if index >= self.warmup:
+            self.end = time.perf_counter()
+            self.steps = index - self.warmup + 1
+
+    def images_per_second(self, batch_size: int) -> float:
+        return self.steps * batch_size / (self.end - self.start)
+
+
+def overrides(args: argparse.Namespace, augment_on: str) -> list[str]:
+    return [
+        "method=simclr",
+        f"backbone.name={args.backbone}",
+        "method_kwargs.projection_hidden_dim=512",
+        "method_kwargs.projection_output_dim=128",
+        f"data.batch_size={args.batch_size}",
+        f"data.num_workers={args.num_workers}",
+        f"data.train_subset={args.subset}",
+        f"data.augment_on={augment_on}",
+        "syre.enabled=false",
+        "optimizer.scheduler=constant",
+        "eval.online_every_n_epochs=0",
+        "trainer.max_epochs=-1",
+        f"trainer.max_steps={args.warmup + args.steps}",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "export=false",
+    ]
+
+
+def train_py_path(args: argparse.Namespace, augment_on: str) -> float:
+    """images/s of `ssl_syre.pipeline.train` (train.py's job), final evaluation skipped."""
+    timer = StepTimer(args.warmup)
+
+    class TimedReseedEachEpoch(ReseedEachEpoch):
+        def on_train_batch_start(
+            self, trainer: pl.Trainer, module: Any, batch: Any, i: int
+        ) -> None:
+            timer.batch_start(i)
+
+        def on_train_batch_end(
+            self, trainer: pl.Trainer, module: Any, outputs: Any, batch: Any, i: int
+        ) -> None:
+            timer.batch_end(i)
+
+    os.environ.pop(pipeline.RUN_DIR_ENV, None)
+    with tempfile.TemporaryDirectory() as output_dir:
+        cfg = load_config(None, [*overrides(args, augment_on), f"output_dir={output_dir}"])
+        with (
+            mock.patch.object(pipeline, "ReseedEachEpoch", TimedReseedEachEpoch),
+            mock.patch.object(pipeline, "finish", lambda *a, **k: None),
+        ):
+            pipeline.train(cfg)
+    return timer.images_per_second(args.batch_size)
+
+
+def bare_device_loop(args: argparse.Namespace) -> float:
+    """The same uint8 batches, BatchAugment, model, loss and SGD in a plain loop."""
+    cfg = load_config(None, [*overrides(args, "device"), "output_dir=unused"])
+    torch.manual_seed(0)
+    info = data_info(cfg.data)
+    model = METHODS["simclr"](cfg, info)
+    model.train()
+    loader, _ = train_loader(build_ssl_dataset(cfg.data, None, 0), cfg.data, 0, "device")
+    lr = cfg.optimizer.lr * cfg.data.batch_size / 128
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    generator = torch.Generator()
+    timer = StepTimer(args.warmup)
+    for index, (images, _) in enumerate(loader):
+        timer.batch_start(index)
+        views = model.augment(images, generator.manual_seed(index))
+        loss = model.training_loss(views)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        timer.batch_end(index)
+        if index + 1 == args.warmup + args.steps:
+            break
+    return timer.images_per_second(args.batch_size)
+
+
+def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
+    runners = {
+        "workers": lambda: train_py_path(args, "workers"),
+        "device": lambda: train_py_path(args, "device"),
+        "bare_device": lambda: bare_device_loop(args),
+    }
+    variants = args.variants.split(",")
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for repeat in range(args.repeats):
+        order = variants[repeat % len(variants) :] + variants[: repeat % len(variants)]
+        for name in order:
+            value = runners[name]()
+            samples[name].append(value)
+            print(f"repeat {repeat} {name:<12} {value:8.1f} images/s", flush=True)
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    ratios = {}
+    if "device" in medians and "workers" in medians:
+        ratios["device_vs_workers"] = medians["device"] / medians["workers"]
+    if "device" in medians and "bare_device" in medians:
+        ratios["device_vs_bare_device"] = medians["device"] / medians["bare_device"]
+    print(f"\n{'variant':<14}{'median img/s':>14}   samples")
+    for name, value in medians.items():
+        print(f"{name:<14}{value:>14.1f}   {', '.join(f'{v:.1f}' for v in samples[name])}")
+    for name, value in ratios.items():
+        print(f"{name}: {value:.3f}")
+    return {"samples_images_per_s": samples, "median_images_per_s": medians, "ratios": ratios}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="test_resnet")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--subset", type=int, default=20000)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per run")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--parts", default="augmentation,end_to_end")
+    parser.add_argument("--variants", default="workers,device,bare_device")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args()
+    if (args.warmup + args.steps) * args.batch_size > args.subset:
+        parser.error("warm-up + timed steps must fit in one epoch of --subset images")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result: dict[str, Any] = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "torch_threads": torch.get_num_threads(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "load_average_at_start": os.getloadavg(),
+    }
+    parts = args.parts.split(",")
+    if "augmentation" in parts:
+        result["augmentation_alone"] = augmentation_alone(args)
+    if "end_to_end" in parts:
+        result["end_to_end"] = end_to_end(args)
+    result["load_average_at_end"] = os.getloadavg()
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

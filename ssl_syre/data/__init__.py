@@ -1,0 +1,47 @@
+"""Data: data sets held as uint8 arrays (datasets.py), image folders (imagefolder.py), the
+registry and build functions (registry.py), per-image transforms (transforms.py), batched
+augmentation on the training device (augment.py) and the training loaders (loaders.py)."""
+
+from ssl_syre.data.datasets import (
+    DEBIAN_FASHION_MNIST,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ArrayImageDataset,
+    DataInfo,
+    DatasetSpec,
+    ImageDataset,
+    read_idx,
+)
+from ssl_syre.data.imagefolder import IMAGE_EXTENSIONS, ImageFileDataset
+from ssl_syre.data.registry import (
+    BLUR_MAX_SIZE,
+    DATASETS,
+    build_eval_datasets,
+    build_ssl_dataset,
+    data_info,
+    ssl_transform_kwargs,
+    subset_record,
+)
+from ssl_syre.data.transforms import eval_transform, uint8_transform
+
+__all__ = [
+    "BLUR_MAX_SIZE",
+    "DATASETS",
+    "DEBIAN_FASHION_MNIST",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "ArrayImageDataset",
+    "DataInfo",
+    "DatasetSpec",
+    "ImageDataset",
+    "ImageFileDataset",
+    "build_eval_datasets",
+    "build_ssl_dataset",
+    "data_info",
+    "eval_transform",
+    "read_idx",
+    "ssl_transform_kwargs",
+    "subset_record",
+    "uint8_transform",
+]

@@ -1,0 +1,331 @@
+"""Batched SSL augmentation on the training device: lightly's recipes, per-sample random.
+
+lightly's transforms run per image, in PIL, in DataLoader workers; on a few CPU cores they cost
+as much as the model, and on a GPU box they set the ceiling. Here a whole uint8 batch becomes
+its views in a handful of tensor operations on the device that trains, each sample with its
+own random crop, flip, jitter, grey, blur and solarization, drawn as lightly's transforms draw
+them (`ViewRecipe.from_lightly` reads the parameters from lightly's own classes).
+
+What does what, and why:
+- Resized crop: crop boxes sampled as torchvision's `RandomResizedCrop.get_params` does (10
+  tries, area and log-ratio uniform, centre-crop fallback), vectorised by hand because kornia's
+  generator differs in its fallback; resampled by hand with PIL's own bilinear weights
+  (antialiased when shrinking, clamped at the crop's border) as two batched matrix products,
+  because neither torchvision's `roi_align` nor kornia's crop-and-warp reproduces PIL there.
+- Flips, greyscale, solarization: one `torch.where` each.
+- Colour jitter: kornia's torchvision-compatible adjustments (brightness, contrast with mean
+  subtraction, saturation with grey subtraction, hue) with per-sample factors; the order is
+  drawn per sample by hand, because kornia's ColorJitter draws one order for the whole batch
+  while torchvision (hence lightly) draws one per image. Grey images skip saturation and hue,
+  which PIL leaves unchanged on 'L' images.
+- Gaussian blur: kornia's `gaussian_blur2d` with a per-sample sigma.
+
+Randomness comes from a generator seeded per batch from (seed, epoch, process rank, batch
+index): resumed runs replay the same views, DDP ranks draw different ones, and nothing touches
+the global random state.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import kornia
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+# torchvision's RandomResizedCrop defaults, which lightly keeps.
+CROP_RATIO = (3 / 4, 4 / 3)
+CROP_TRIES = 10
+# PIL's ImageOps.solarize threshold (lightly's RandomSolarization), on the [0, 1] scale.
+SOLARIZE_THRESHOLD = 128 / 255
+# ITU-R 601-2 luma, as PIL's convert('L') and torchvision's rgb_to_grayscale.
+GREY_WEIGHTS = (0.299, 0.587, 0.114)
+# Stream tag of the augmentation seeds, apart from callbacks.epoch_seed's streams 0-2.
+_AUGMENT_STREAM = 3
+
+
+@dataclass(frozen=True)
+class ViewRecipe:
+    """The settings of one lightly view transform (SimCLRViewTransform, BYOLView1Transform, ...).
+
+    Field names and meanings are lightly's; build one with `from_lightly` so that defaults and
+    overrides follow the installed lightly exactly.
+    """
+
+    input_size: int
+    cj_prob: float
+    cj_strength: float
+    cj_bright: float
+    cj_contrast: float
+    cj_sat: float
+    cj_hue: float
+    min_scale: float
+    random_gray_scale: float
+    gaussian_blur: float
+    sigmas: tuple[float, float]
+    vf_prob: float
+    hf_prob: float
+    solarization_prob: float = 0.0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @classmethod
+    def from_lightly(cls, view_transform: type, **kwargs: Any) -> ViewRecipe:
+        """The recipe of `view_transform(**kwargs)`: lightly's defaults, then `kwargs`.
+
+        Raises:
+            ValueError: a setting the device path does not implement (random rotation).
+        """
+        signature = inspect.signature(view_transform.__init__)
+        settings = {
+            name: parameter.default
+            for name, parameter in signature.parameters.items()
+            if parameter.default is not inspect.Parameter.empty
+        }
+        unknown = set(kwargs) - set(settings)
+        if unknown:
+            raise ValueError(f"{view_transform.__name__} has no setting {sorted(unknown)}")
+        settings.update(kwargs)
+        if settings.pop("rr_prob", 0.0):
+            raise ValueError("random rotation (rr_prob > 0) is not implemented on the device path")
+        settings.pop("rr_degrees", None)
+        normalize = settings.pop("normalize", None)
+        names = {field.name for field in fields(cls)}
+        recipe = {name: value for name, value in settings.items() if name in names}
+        recipe["sigmas"] = tuple(float(s) for s in recipe["sigmas"])
+        if normalize:
+            recipe["mean"] = tuple(float(m) for m in normalize["mean"])
+            recipe["std"] = tuple(float(s) for s in normalize["std"])
+        return cls(**recipe)
+
+
+def augment_seed(seed: int, epoch: int, rank: int, batch_index: int) -> int:
+    """A 63-bit seed that depends only on (seed, epoch, rank, batch index)."""
+    state = np.random.SeedSequence([seed, epoch, _AUGMENT_STREAM, rank, batch_index])
+    return int(state.generate_state(1, dtype=np.uint64)[0]) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def process_rank() -> int:
+    """This process's global rank under torch.distributed, else 0."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def sample_crop_boxes(
+    count: int, height: int, width: int, min_scale: float, generator: torch.Generator
+) -> Tensor:
+    """(count, 4) integer pixel boxes (x0, y0, x1, y1), as RandomResizedCrop.get_params.
+
+    Each sample takes its first of 10 tries whose box fits; samples with none fall back to
+    the largest centre crop within the allowed aspect ratios, as torchvision does.
+    """
+    device = generator.device
+    area = height * width
+    draws = torch.rand(count, CROP_TRIES, 4, generator=generator, device=device)
+    target_area = area * (min_scale + (1.0 - min_scale) * draws[..., 0])
+    log_low, log_high = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
+    ratio = torch.exp(log_low + (log_high - log_low) * draws[..., 1])
+    w = torch.round(torch.sqrt(target_area * ratio))
+    h = torch.round(torch.sqrt(target_area / ratio))
+    fits = (w > 0) & (h > 0) & (w <= width) & (h <= height)
+    # randint(0, H - h + 1) from a uniform draw; min() guards the draw 1.0 - ulp at the edge.
+    top = torch.minimum(torch.floor(draws[..., 2] * (height - h + 1)), height - h)
+    left = torch.minimum(torch.floor(draws[..., 3] * (width - w + 1)), width - w)
+    first = torch.argmax(fits.int(), dim=1, keepdim=True)  # first try that fits (0 if none)
+    any_fit = fits.any(dim=1)
+
+    def pick(values: Tensor) -> Tensor:
+        return values.gather(1, first).squeeze(1)
+
+    w, h, top, left = pick(w), pick(h), pick(top), pick(left)
+    in_ratio = width / height
+    if in_ratio < CROP_RATIO[0]:
+        fallback_w, fallback_h = width, round(width / CROP_RATIO[0])
+    elif in_ratio > CROP_RATIO[1]:
+        fallback_w, fallback_h = round(height * CROP_RATIO[1]), height
+    else:
+        fallback_w, fallback_h = width, height
+    w = torch.where(any_fit, w, torch.full_like(w, fallback_w))
+    h = torch.where(any_fit, h, torch.full_like(h, fallback_h))
+    top = torch.where(any_fit, top, torch.full_like(top, (height - fallback_h) // 2))
+    left = torch.where(any_fit, left, torch.full_like(left, (width - fallback_w) // 2))
+    return torch.stack([left, top, left + w, top + h], dim=1)
+
+
+def resize_weights(start: Tensor, length: Tensor, in_size: int, out_size: int) -> Tensor:
+    """(B, out_size, in_size) rows of PIL's bilinear resize of the pixels [start, start+length).
+
+    PIL's triangle filter, widened by the scale when shrinking (its antialiasing), each row
+    normalised over the pixels inside the crop: what PIL computes after cropping.
+    """
+    scale = (length / out_size).unsqueeze(1)  # (B, 1)
+    support = torch.clamp(scale, min=1.0)
+    centre = start.unsqueeze(1) + (torch.arange(out_size, device=start.device) + 0.5) * scale
+    pixel = torch.arange(in_size, device=start.device) + 0.5  # (in,)
+    weights = torch.clamp(1 - (pixel - centre.unsqueeze(2)).abs() / support.unsqueeze(2), min=0)
+    inside = (pixel >= start.view(-1, 1, 1)) & (pixel < (start + length).view(-1, 1, 1))
+    weights = weights * inside
+    return weights / weights.sum(dim=2, keepdim=True)
+
+
+def resized_crop(images: Tensor, boxes: Tensor, size: int) -> Tensor:
+    """Crop each image to its box (x0, y0, x1, y1) and resize to size x size, as PIL's
+    bilinear resize after a crop: two batched matrix products with per-sample weights.
+
+    Written by hand: torchvision's `roi_align` (10x kornia's crop on CPU) samples across the
+    crop's border and averages without PIL's triangle weights; these weights are PIL's.
+    """
+    _, _, height, width = images.shape
+    boxes = boxes.to(images.dtype)
+    rows = resize_weights(boxes[:, 1], boxes[:, 3] - boxes[:, 1], height, size)  # (B, S, H)
+    columns = resize_weights(boxes[:, 0], boxes[:, 2] - boxes[:, 0], width, size)  # (B, S, W)
+    return rows.unsqueeze(1) @ images @ columns.transpose(1, 2).unsqueeze(1)
+
+
+def _grey(images: Tensor) -> Tensor:
+    weights = images.new_tensor(GREY_WEIGHTS).view(1, 3, 1, 1)
+    return (images * weights).sum(dim=1, keepdim=True)
+
+
+def _brightness(images: Tensor, factor: Tensor) -> Tensor:
+    # torchvision multiplies (blend with black); kornia's adjust_brightness adds.
+    return (images * factor.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+
+
+def _contrast(images: Tensor, factor: Tensor) -> Tensor:
+    if images.shape[1] == 3:
+        return kornia.enhance.adjust_contrast_with_mean_subtraction(images, factor).clamp_(0, 1)
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    factor = factor.view(-1, 1, 1, 1)
+    return (factor * images + (1 - factor) * mean).clamp_(0.0, 1.0)
+
+
+def _saturation(images: Tensor, factor: Tensor) -> Tensor:
+    return kornia.enhance.adjust_saturation_with_gray_subtraction(images, factor).clamp_(0, 1)
+
+
+def _hue(images: Tensor, factor: Tensor) -> Tensor:
+    # torchvision's hue factor is a fraction of the colour circle; kornia's is in radians.
+    return kornia.enhance.adjust_hue(images, factor * (2 * math.pi)).clamp_(0.0, 1.0)
+
+
+def color_jitter(
+    images: Tensor, apply: Tensor, factors: Tensor, order: Tensor, colour: bool
+) -> Tensor:
+    """torchvision's ColorJitter per sample: `factors` (B, 4) are brightness, contrast,
+    saturation and hue; `order` (B, 4) a permutation per sample; `apply` (B,) who is jittered.
+    A neutral factor (range 0) skips that adjustment, as torchvision does."""
+    steps = [_brightness, _contrast, _saturation, _hue]
+    neutral = images.new_tensor([1.0, 1.0, 1.0, 0.0])
+    active = factors != neutral
+    if not colour:  # PIL leaves saturation and hue of 'L' images unchanged
+        active[:, 2:] = False
+    output = images.clone()
+    for position in range(4):
+        for step_index, step in enumerate(steps):
+            chosen = apply & active[:, step_index] & (order[:, position] == step_index)
+            rows = chosen.nonzero().squeeze(1)
+            if len(rows):
+                output[rows] = step(output[rows], factors[rows, step_index])
+    return output
+
+
+def gaussian_blur(images: Tensor, apply: Tensor, sigma: Tensor) -> Tensor:
+    """Blur the samples in `apply` with their own sigma; the kernel covers +-3 sigma, as the
+    Gaussian that PIL's GaussianBlur(radius=sigma) approximates."""
+    rows = apply.nonzero().squeeze(1)
+    if not len(rows):
+        return images
+    largest = float(sigma.max())
+    size = min(2 * math.ceil(3 * largest) + 1, 2 * (min(images.shape[-2:]) // 2) - 1)
+    chosen = sigma[rows].unsqueeze(1).expand(-1, 2).to(images.dtype)
+    output = images.clone()
+    output[rows] = kornia.filters.gaussian_blur2d(images[rows], (size, size), chosen)
+    return output
+
+
+class BatchAugment(nn.Module):
+    """uint8 images (B, C, H, W) -> one normalised float view per recipe, per-sample random.
+
+    Args:
+        recipes: One `ViewRecipe` per view (SimCLR: the same recipe twice; BYOL: two).
+
+    Example:
+        >>> augment = BatchAugment([recipe, recipe])
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> view_0, view_1 = augment(images, generator)
+    """
+
+    def __init__(self, recipes: Sequence[ViewRecipe]) -> None:
+        super().__init__()
+        self.recipes = list(recipes)
+        for index, recipe in enumerate(self.recipes):
+            if recipe.mean is not None:
+                # Not persistent: derived from the config, so checkpoints stay as they were.
+                shape = (1, len(recipe.mean), 1, 1)
+                mean = torch.tensor(recipe.mean).view(shape)
+                std = torch.tensor(recipe.std).view(shape)
+                self.register_buffer(f"mean_{index}", mean, persistent=False)
+                self.register_buffer(f"std_{index}", std, persistent=False)
+
+    def forward(self, images: Tensor, generator: torch.Generator) -> list[Tensor]:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(
+                f"expected uint8 images (B, C, H, W), got {images.dtype} {images.shape}"
+            )
+        # Float32 whatever the autocast context: the views feed the model, not the other way.
+        with torch.autocast(images.device.type, enabled=False):
+            pixels = images.float().div_(255.0)
+            return [self.view(pixels, index, generator) for index in range(len(self.recipes))]
+
+    def view(self, pixels: Tensor, index: int, generator: torch.Generator) -> Tensor:
+        """One view of `pixels` (float in [0, 1]) with recipe `index`."""
+        recipe = self.recipes[index]
+        count, channels, height, width = pixels.shape
+        device = pixels.device
+        boxes = sample_crop_boxes(count, height, width, recipe.min_scale, generator)
+        x = resized_crop(pixels, boxes, recipe.input_size)
+
+        # One uniform draw per decision, in a fixed layout, so a seed fixes the whole view.
+        u = torch.rand(count, 12, generator=generator, device=device)
+        x = torch.where((u[:, 0] < recipe.hf_prob).view(-1, 1, 1, 1), x.flip(-1), x)
+        if recipe.vf_prob > 0:
+            x = torch.where((u[:, 1] < recipe.vf_prob).view(-1, 1, 1, 1), x.flip(-2), x)
+
+        strength = recipe.cj_strength
+        spreads = [
+            recipe.cj_bright * strength,
+            recipe.cj_contrast * strength,
+            recipe.cj_sat * strength,
+            recipe.cj_hue * strength,
+        ]
+        if recipe.cj_prob > 0 and any(spreads):
+            factors = torch.empty(count, 4, device=device)
+            for column, spread in enumerate(spreads[:3]):  # uniform in [max(0, 1 - s), 1 + s]
+                low = max(0.0, 1.0 - spread)
+                factors[:, column] = low + (1.0 + spread - low) * u[:, 3 + column]
+            factors[:, 3] = spreads[3] * (2 * u[:, 6] - 1)  # uniform in [-h, h]
+            order = torch.argsort(torch.rand(count, 4, generator=generator, device=device), dim=1)
+            x = color_jitter(x, u[:, 2] < recipe.cj_prob, factors, order, colour=channels == 3)
+
+        if channels == 3 and recipe.random_gray_scale > 0:
+            grey = _grey(x).expand(-1, 3, -1, -1)
+            x = torch.where((u[:, 7] < recipe.random_gray_scale).view(-1, 1, 1, 1), grey, x)
+
+        if recipe.gaussian_blur > 0:
+            low, high = recipe.sigmas
+            sigma = low + (high - low) * u[:, 9]
+            x = gaussian_blur(x, u[:, 8] < recipe.gaussian_blur, sigma)
+
+        if recipe.solarization_prob > 0:
+            solarize = (u[:, 10] < recipe.solarization_prob).view(-1, 1, 1, 1)
+            x = torch.where(solarize & (x >= SOLARIZE_THRESHOLD), 1.0 - x, x)
+
+        if recipe.mean is not None:
+            x = (x - getattr(self, f"mean_{index}")) / getattr(self, f"std_{index}")
+        return x

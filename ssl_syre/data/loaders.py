@@ -1,0 +1,77 @@
+"""The training DataLoader for either augmentation path, with exact-resume ordering.
+
+- workers: items are lightly's views of one image, made in DataLoader workers (PIL).
+- device, in-memory data sets: the split is one uint8 tensor, and each batch is a single
+  `index_select` in the main process (no workers, no per-image Python); the views are made on
+  the training device by the method's `BatchAugment`.
+- device, image folders: workers only decode, resize and centre-crop to uint8; the views are
+  made on the device as above.
+
+The order comes from `EpochSampler` (a pure function of seed and epoch) in every case.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, Dataset
+
+from ssl_syre.callbacks import EpochSampler
+from ssl_syre.data.datasets import ArrayImageDataset, ImageDataset
+
+
+class TensorBatches(Dataset):
+    """uint8 images (N, C, H, W) and labels served a batch at a time: item = list of indices.
+
+    Use with `sampler=BatchSampler(...)` and `batch_size=None`, so that a batch is one gather.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return self.images.index_select(0, index), self.labels.index_select(0, index)
+
+
+def train_loader(
+    dataset: ImageDataset, data_cfg: Any, seed: int, augment_on: str
+) -> tuple[DataLoader, EpochSampler]:
+    """The SSL training loader and the sampler whose epoch `ReseedEachEpoch` sets.
+
+    `dataset` carries the transform of its path: lightly's views (workers), None (device,
+    in memory) or `uint8_transform` (device, image folders).
+    """
+    sampler = EpochSampler(len(dataset), seed)
+    batch_size = int(data_cfg.batch_size)
+    pin = torch.cuda.is_available()
+    if augment_on == "device" and isinstance(dataset, ArrayImageDataset):
+        batches = TensorBatches(
+            dataset.uint8_images(), torch.from_numpy(dataset.labels.astype("int64"))
+        )
+        loader = DataLoader(
+            batches,
+            sampler=BatchSampler(sampler, batch_size, drop_last=True),
+            batch_size=None,
+            num_workers=0,
+            pin_memory=pin,
+        )
+        return loader, sampler
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=int(data_cfg.num_workers),
+        persistent_workers=False,
+        pin_memory=pin,
+        worker_init_fn=sampler.seed_worker,
+        generator=torch.Generator(),  # keeps the iterator's seed draw off the global RNG
+    )
+    return loader, sampler
