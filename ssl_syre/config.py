@@ -219,6 +219,18 @@ def syre_mode(cfg: DictConfig) -> str:
     return "decoupled" if cfg.optimizer.name == "adamw" else "coupled"
 
 
+def with_defaults(saved: dict[str, Any]) -> DictConfig:
+    """A config saved by an older version, with today's defaults for the keys it predates.
+
+    Checkpoints and exports keep the config they were trained with; keys added since (e.g.
+    syre.anchor_scale, data.augment_on) take their defaults, which reproduce the old behaviour.
+    """
+    try:
+        return OmegaConf.merge(OmegaConf.structured(Config), saved)  # type: ignore[return-value]
+    except OmegaConfBaseException:  # a key this version no longer has: keep the file as it is
+        return OmegaConf.create(saved)
+
+
 def _check_choice(key: str, value: str, choices: list[str]) -> None:
     if value not in choices:
         raise UserError(

@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
 from ssl_syre.backbones import backbone_kwargs_for_size, check_input_size, create_backbone
-from ssl_syre.config import syre_mode
+from ssl_syre.config import syre_mode, with_defaults
 from ssl_syre.data import DataInfo
 from ssl_syre.data.augment import BatchAugment, ViewRecipe, augment_seed, process_rank
 from ssl_syre.errors import UserError, suggest
@@ -66,7 +66,7 @@ class SSLMethod(pl.LightningModule):
 
     def __init__(self, cfg: DictConfig | dict[str, Any], info: DataInfo | dict[str, Any]) -> None:
         super().__init__()
-        cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
+        cfg = with_defaults(cfg) if isinstance(cfg, dict) else cfg
         info = DataInfo(**info) if isinstance(info, dict) else info
         # Plain containers only: checkpoints then load with torch.load(weights_only=True).
         self.save_hyperparameters(

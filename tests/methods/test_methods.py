@@ -264,3 +264,14 @@ def test_stop_gradient_keeps_the_target_branch_out_of_the_gradient(method: str) 
         if module is not None:
             grads = [p.grad for p in module.parameters()]
             assert all(g is None or not g.any() for g in grads), part
+
+
+def test_a_config_saved_before_newer_keys_still_builds_the_model() -> None:
+    """Checkpoints keep the config they were trained with; keys added since take defaults."""
+    from omegaconf import OmegaConf
+
+    _, cfg = build("simclr")
+    saved = OmegaConf.to_container(cfg, resolve=True)
+    del saved["syre"]["anchor_scale"], saved["data"]["augment_on"]  # keys of 2026-11-27
+    model = METHODS["simclr"](saved, data_info(cfg.data))
+    assert model.syre.anchor_scale == "fan_in" and model.cfg.data.augment_on == "device"
