@@ -36,7 +36,7 @@ from results_table import (
     cell_numbers,
     decay_of,
     fmt,
-    paired,
+    paired_table,
     summarize,
     summarize_rows,
     write_block,
@@ -249,26 +249,16 @@ PAIRED_KEYS = {
 def paired_differences(table: dict[str, Any]) -> list[str]:
     """Each sigma0 minus off of the same method and mode, seed by seed: the anchor alone."""
     off = {(r["method"], r["mode"]): r["per_seed"] for r in table["rows"] if not r["sigma0"]}
-    lines = [
-        "",
-        "Paired difference SyRe − off (same method, mode and seed: the anchor alone), "
-        "mean ± std over seeds (points for accuracies):",
-        "",
-        "| method | mode | SyRe | seeds | " + " | ".join(PAIRED_KEYS.values()) + " |",
-        "|---|---|---|---|" + "---|" * len(PAIRED_KEYS),
+    pairs = [
+        ([row["method"], row["mode"], f"sigma0={row['sigma0']:g}"], row["per_seed"], control)
+        for row in table["rows"]
+        if row["sigma0"] and (control := off.get((row["method"], row["mode"]))) is not None
     ]
-    for row in table["rows"]:
-        control = off.get((row["method"], row["mode"]))
-        if not row["sigma0"] or control is None:
-            continue
-        seeds, stats = paired(row["per_seed"], control, list(PAIRED_KEYS))
-        if seeds:
-            cells = [fmt(stats.get(key)) for key in PAIRED_KEYS]
-            lines.append(
-                f"| {row['method']} | {row['mode']} | sigma0={row['sigma0']:g} | "
-                f"{','.join(map(str, seeds))} | " + " | ".join(cells) + " |"
-            )
-    return lines if len(lines) > 5 else []
+    title = (
+        "Paired difference SyRe − off (same method, mode and seed: the anchor alone), "
+        "mean ± std over seeds (points for accuracies):"
+    )
+    return paired_table(title, ["method", "mode", "SyRe"], pairs, PAIRED_KEYS)
 
 
 def write_results(table: dict[str, Any]) -> None:

@@ -37,7 +37,7 @@ from results_table import (
     cell_numbers,
     decay_of,
     fmt,
-    paired,
+    paired_table,
     summarize_rows,
     write_block,
 )
@@ -188,28 +188,16 @@ def markdown(args: argparse.Namespace, rows: dict[str, dict[str, Any]]) -> str:
 
 def paired_lines(rows: dict[str, dict[str, Any]]) -> list[str]:
     """Each variant minus `off` of the same mode, seed by seed: the anchor's effect alone."""
-    lines = [
-        "",
-        "Paired difference variant − decay toward 0, same mode and seed (the anchor alone; "
-        "points for accuracies):",
-        "",
-        "| mode | variant | seeds | " + " | ".join(PAIRED_KEYS.values()) + " |",
-        "|---|---|---|" + "---|" * len(PAIRED_KEYS),
+    pairs = [
+        ([row["mode"], variant_label(row["variant"])], row["per_seed"], control["per_seed"])
+        for row in rows.values()
+        if row["variant"] != "off" and (control := rows.get(f"{row['mode']}/off")) is not None
     ]
-    for row in rows.values():
-        control = rows.get(f"{row['mode']}/off")
-        if row["variant"] == "off" or control is None:
-            continue
-        seeds, stats = paired(row["per_seed"], control["per_seed"], list(PAIRED_KEYS))
-        if seeds:
-            cells = [fmt(stats.get(key)) for key in PAIRED_KEYS]
-            label = variant_label(row["variant"])
-            lines.append(
-                f"| {row['mode']} | {label} | {','.join(map(str, seeds))} | "
-                + " | ".join(cells)
-                + " |"
-            )
-    return lines if len(lines) > 5 else []
+    title = (
+        "Paired difference variant − decay toward 0, same mode and seed (the anchor alone; "
+        "points for accuracies):"
+    )
+    return paired_table(title, ["mode", "variant"], pairs, PAIRED_KEYS)
 
 
 def main() -> None:

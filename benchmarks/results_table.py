@@ -111,3 +111,29 @@ def write_block(name: str, markdown: str, results_md: Path = RESULTS_MD) -> None
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     results_md.write_text(text)
+
+
+def paired_table(
+    title: str,
+    label_columns: list[str],
+    pairs: list[tuple[list[str], dict[int, dict[str, float]], dict[int, dict[str, float]]]],
+    keys: dict[str, str],
+) -> list[str]:
+    """Markdown lines of treated − control per seed (see `paired`), one row per pair.
+
+    `pairs` holds (row labels, treated per-seed numbers, control per-seed numbers); `keys` maps
+    a number's key to its column title. No lines when no pair shares a seed.
+    """
+    lines = [
+        "",
+        title,
+        "",
+        "| " + " | ".join([*label_columns, "seeds", *keys.values()]) + " |",
+        "|" + "---|" * (len(label_columns) + 1 + len(keys)),
+    ]
+    for labels, treated, control in pairs:
+        seeds, stats = paired(treated, control, list(keys))
+        if seeds:
+            cells = [*labels, ",".join(map(str, seeds)), *(fmt(stats.get(key)) for key in keys)]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines if len(lines) > 5 else []
