@@ -68,3 +68,22 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# A method's model on the 8x8 digits with tiny heads: no training, just the module.
+METHOD_TINY = [
+    "backbone.name=test_resnet",
+    "data.name=digits",
+    "method_kwargs.projection_hidden_dim=32",
+    "method_kwargs.projection_output_dim=16",
+]
+
+
+def build_method(method: str, *extra: str):
+    """Build `method` from METHOD_TINY plus `extra` overrides; return (model, cfg)."""
+    from ssl_syre.config import load_config
+    from ssl_syre.data import data_info
+    from ssl_syre.methods import METHODS
+
+    cfg = load_config(None, [f"method={method}", *METHOD_TINY, *extra])
+    return METHODS[method](cfg, data_info(cfg.data)), cfg

@@ -5,23 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssl_syre.config import load_config
-from ssl_syre.data import data_info
 from ssl_syre.methods import METHODS
+from tests.conftest import build_method
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = [
-    "backbone.name=test_resnet",
-    "data.name=digits",
-    "method_kwargs.projection_hidden_dim=32",
-    "method_kwargs.projection_output_dim=16",
-]
-
 
 def build(method: str, *extra: str):
-    cfg = load_config(None, [f"method={method}", *TINY, *extra])
-    return METHODS[method](cfg, data_info(cfg.data))
+    return build_method(method, *extra)[0]
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

@@ -10,21 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_syre.config import load_config
 from ssl_syre.data import data_info
 from ssl_syre.methods import METHODS
-
-TINY = [
-    "backbone.name=test_resnet",
-    "data.name=digits",
-    "method_kwargs.projection_hidden_dim=32",
-    "method_kwargs.projection_output_dim=16",
-]
+from tests.conftest import build_method
 
 
 def build(method: str, *extra: str):
-    cfg = load_config(None, [f"method={method}", *TINY, *extra])
-    return METHODS[method](cfg, data_info(cfg.data)), cfg
+    return build_method(method, *extra)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
