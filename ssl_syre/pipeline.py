@@ -393,7 +393,7 @@ def finish(
         **results,
         "online": online.history if online is not None else [],
     }
-    if model.syre is not None and not model.syre.zero_anchors:
+    if not model.syre.zero_anchors:
         prefixes = {part: f"{part}." for part in model.trainable_parts()}
         metrics["syre_distance_to_anchor"] = model.syre.distance_to_anchor(prefixes)
     export_dir = None

@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
-from lightly.utils.lars import LARS
 from lightly.utils.scheduler import CosineWarmupScheduler
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -102,7 +101,7 @@ class SSLMethod(pl.LightningModule):
         self._augment_generator: torch.Generator | None = None
         # syre.enabled=false is the same update with the anchor at 0 (σ0 = 0, D = I, same mode):
         # a fair off arm differs from SyRe in where the decay pulls and in nothing else.
-        self.syre: SyRe | None = self._build_syre()
+        self.syre: SyRe = self._build_syre()
 
     # ----- what a method provides -------------------------------------------------------------
     @classmethod
@@ -198,11 +197,11 @@ class SSLMethod(pl.LightningModule):
         if mode == "coupled" and opt.name != "sgd":
             pull = None
         return {
-            "toward": "anchor" if self.syre is not None and not self.syre.zero_anchors else "zero",
+            "toward": "zero" if self.syre.zero_anchors else "anchor",
             "mode": mode,
-            "sigma0": 0.0 if self.syre is None else self.syre.sigma0,
+            "sigma0": self.syre.sigma0,
             "anchor_scale": str(syre_cfg.anchor_scale),
-            "d_eps": 0.0 if self.syre is None else self.syre.d_eps,
+            "d_eps": self.syre.d_eps,
             "weight_decay": self.decay_strength(),
             "optimizer": str(opt.name),
             "lr": self.learning_rate(),
@@ -232,15 +231,13 @@ class SSLMethod(pl.LightningModule):
         lr = self.learning_rate()
         if opt.name == "sgd":
             optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=opt.momentum)
-        elif opt.name == "lars" and self.syre is not None:
+        elif opt.name == "lars":
             # lightly's LARS skips the trust ratio for weight_decay=0 groups, which SyRe's are:
             # SyReLARS scales them, with SyRe's (coupled) pull in the ratio.
             optimizer = SyReLARS(groups, syre=self.syre, lr=lr, momentum=opt.momentum)
-        elif opt.name == "lars":
-            optimizer = LARS(groups, lr=lr, momentum=opt.momentum)
         else:
             optimizer = torch.optim.AdamW(groups, lr=lr)
-        if self.syre is not None and not isinstance(optimizer, SyReLARS):
+        if not isinstance(optimizer, SyReLARS):
             self.syre.attach(optimizer)
         if opt.scheduler == "constant":
             return optimizer
@@ -288,17 +285,16 @@ class SSLMethod(pl.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        if self.syre is not None and not self.syre.zero_anchors:
+        if not self.syre.zero_anchors:
             prefixes = {part: f"{part}." for part in self.trainable_parts()}
             for part, distance in self.syre.distance_to_anchor(prefixes).items():
                 self.log(f"syre/distance_to_anchor/{part}", distance)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.syre is not None:
-            checkpoint["syre"] = self.syre.state_dict()
+        checkpoint["syre"] = self.syre.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.syre is not None and "syre" in checkpoint:
+        if "syre" in checkpoint:  # checkpoints of off runs before 2026-11-27 have none
             try:
                 self.syre.load_state_dict(checkpoint["syre"])
             except ValueError as error:
