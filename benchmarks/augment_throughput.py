@@ -49,6 +49,7 @@ from ssl_syre.data import build_ssl_dataset, data_info  # noqa: E402
 from ssl_syre.data.augment import BatchAugment, ViewRecipe  # noqa: E402
 from ssl_syre.data.loaders import train_loader  # noqa: E402
 from ssl_syre.methods import METHODS  # noqa: E402
+from ssl_syre.run_dir import RUN_DIR_ENV  # noqa: E402
 
 
 # ----- part 1: augmentation alone --------------------------------------------------------------
@@ -166,7 +167,7 @@ def train_py_path(args: argparse.Namespace, augment_on: str) -> float:
         ) -> None:
             timer.batch_end(i)
 
-    os.environ.pop(pipeline.RUN_DIR_ENV, None)
+    os.environ.pop(RUN_DIR_ENV, None)
     with tempfile.TemporaryDirectory() as output_dir:
         cfg = load_config(None, [*overrides(args, augment_on), f"output_dir={output_dir}"])
         with (

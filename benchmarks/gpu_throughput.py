@@ -43,6 +43,7 @@ from ssl_syre.backbones import create_backbone  # noqa: E402
 from ssl_syre.callbacks import ReseedEachEpoch  # noqa: E402
 from ssl_syre.config import load_config  # noqa: E402
 from ssl_syre.data import ArrayImageDataset  # noqa: E402
+from ssl_syre.run_dir import RUN_DIR_ENV  # noqa: E402
 
 CIFAR10_IMAGES, RECIPE_EPOCHS, RECIPE_BATCH = 50_000, 200, 512
 LIGHTLY_SIMCLR_MINUTES = 87.1  # lightly's benchmark, bs512, 200 epochs, RTX A6000
@@ -148,7 +149,7 @@ def pipeline_throughput(args: argparse.Namespace, augment_on: str) -> dict[str, 
         small = ArrayImageDataset(images[:512], labels[:512])
         return small, small
 
-    os.environ.pop(pipeline.RUN_DIR_ENV, None)
+    os.environ.pop(RUN_DIR_ENV, None)
     with tempfile.TemporaryDirectory() as output_dir:
         cfg = load_config(
             str(ROOT / "configs" / "simclr_cifar10.yaml"),

@@ -35,6 +35,7 @@ from ssl_syre import pipeline  # noqa: E402
 from ssl_syre.config import load_config  # noqa: E402
 from ssl_syre.data import build_ssl_dataset, data_info  # noqa: E402
 from ssl_syre.methods import METHODS  # noqa: E402
+from ssl_syre.run_dir import RUN_DIR_ENV  # noqa: E402
 
 
 def overrides(args: argparse.Namespace, extra: list[str]) -> list[str]:
@@ -117,7 +118,7 @@ def manual_timers(args: argparse.Namespace) -> dict[str, float]:
 
 def lightning_profile(args: argparse.Namespace) -> str:
     """Lightning's SimpleProfiler report for a short train.py run (final evaluation skipped)."""
-    os.environ.pop(pipeline.RUN_DIR_ENV, None)
+    os.environ.pop(RUN_DIR_ENV, None)
     with tempfile.TemporaryDirectory() as output_dir:
         cfg = load_config(
             str(ROOT / "configs" / "default.yaml"),

@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from ssl_syre import pipeline  # noqa: E402
 from ssl_syre.callbacks import ReseedEachEpoch  # noqa: E402
 from ssl_syre.config import load_config  # noqa: E402
+from ssl_syre.run_dir import RUN_DIR_ENV  # noqa: E402
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 MEAN, STD = (0.2860,), (0.3530,)  # Fashion-MNIST train statistics (what our data module uses)
@@ -154,7 +155,7 @@ def ours(args: argparse.Namespace, syre: bool) -> float:
 
     # pipeline.train leaves its run directory in the environment for DDP children; a second
     # call in the same process would otherwise reuse the first (deleted) directory.
-    os.environ.pop(pipeline.RUN_DIR_ENV, None)
+    os.environ.pop(RUN_DIR_ENV, None)
     with tempfile.TemporaryDirectory() as output_dir:
         cfg = load_config(
             None,

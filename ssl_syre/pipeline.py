@@ -10,7 +10,6 @@ import platform
 import signal
 import time
 import warnings
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, Subset
@@ -40,9 +40,18 @@ from ssl_syre.evaluation.features import Features, eval_loader, extract_features
 from ssl_syre.evaluation.report import evaluate_features, format_results
 from ssl_syre.export import export_backbone
 from ssl_syre.methods import METHODS, SSLMethod
+from ssl_syre.run_dir import (
+    CHECKPOINTS,
+    CONFIG,
+    EVAL_INDICES,
+    EXPORT,
+    METRICS,
+    RUN_DIR_ENV,
+    last_checkpoint,
+    log_version,
+    make_run_dir,
+)
 
-RUN_DIR_ENV = "SSL_SYRE_RUN_DIR"  # hands rank 0's run directory to DDP's child processes
-EVAL_INDICES = "eval_indices.json"  # positions of the evaluation images in their splits
 # Lightning precision modes that keep the weights themselves in 16 bits ("transformer-engine"
 # casts them to bf16, "-float16" to fp16). The int and short string aliases (16, "16", "bf16")
 # name the *mixed* modes, with fp32 weights; 64/"64"/"64-true" keep fp64 weights.
@@ -61,83 +70,6 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
             "overrides look like dotted.key=value"
         )
     return (paths[0] if paths else None), [arg for arg in argv if "=" in arg]
-
-
-def external_launcher() -> tuple[int, str] | None:
-    """(global rank, job id) when torchrun or SLURM started several processes, else None."""
-    world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")) or 1)
-    if world <= 1:
-        return None
-    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
-    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID", "")
-    return rank, "" if job == "none" else job
-
-
-def is_rank_zero() -> bool:
-    external = external_launcher()
-    return os.environ.get("LOCAL_RANK", "0") == "0" and (external is None or external[0] == 0)
-
-
-def make_run_dir(cfg: DictConfig) -> Path:
-    """Create a fresh run directory, or return the one being resumed; never overwrite a run."""
-    inherited = os.environ.get(RUN_DIR_ENV)
-    # Only a DDP child inherits; in rank 0 the variable is left over from an earlier train().
-    if inherited and not is_rank_zero():  # a DDP child process: rank 0 already made it
-        return Path(inherited)
-    if cfg.resume:
-        run_dir = Path(cfg.resume)
-        if not (run_dir / "checkpoints" / "last.ckpt").is_file():
-            raise UserError(
-                f"cannot resume '{run_dir}': no checkpoints/last.ckpt there; pass the run "
-                "directory that train.py printed (its checkpoint is written after each epoch)"
-            )
-        check_resumable(run_dir / "checkpoints" / "last.ckpt", cfg)
-        return run_dir
-    external = external_launcher()
-    if external is not None:  # torchrun / srun start every process: agree on a name without talking
-        rank, job = external
-        name = cfg.run_name or (f"{cfg.method}_{cfg.data.name}_job{job}" if job else None)
-        if name is None:
-            raise UserError(
-                "several processes were launched (torchrun/srun) without a shared run name; "
-                "add run_name=NAME so that all of them write to one run directory"
-            )
-        run_dir = Path(cfg.output_dir) / name
-        if rank != 0:
-            return run_dir
-        if run_dir.exists():
-            raise UserError(f"run directory '{run_dir}' already exists; choose another run_name")
-        run_dir.mkdir(parents=True)
-        return run_dir
-    name = cfg.run_name or f"{cfg.method}_{cfg.data.name}_{datetime.now():%Y%m%d-%H%M%S}"
-    run_dir = Path(cfg.output_dir) / name
-    suffix = 0
-    while True:
-        try:  # mkdir claims the name atomically, even against a run started the same second
-            run_dir.mkdir(parents=True)
-            return run_dir
-        except FileExistsError:
-            if cfg.run_name:
-                raise UserError(
-                    f"run directory '{run_dir}' already exists; choose another run_name, or "
-                    f"continue it with resume={run_dir}"
-                ) from None
-            suffix += 1
-            run_dir = Path(cfg.output_dir) / f"{name}-{suffix}"
-
-
-def log_version(run_dir: Path, cfg: DictConfig) -> str:
-    """'' (logs/) for a new run, resume-N for its N-th continuation.
-
-    Lightning's CSVLogger deletes the metrics.csv it finds in its folder, so each part of a
-    resumed run logs into a folder of its own and no part's log is lost.
-    """
-    if not cfg.resume:
-        return ""
-    number = 1
-    while (run_dir / "logs" / f"resume-{number}").exists():
-        number += 1
-    return f"resume-{number}"
 
 
 def seeded_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
@@ -252,17 +184,19 @@ def train(cfg: DictConfig) -> Path:
     model = method_cls(cfg, info)
     kwargs = check_trainer(cfg, len(train_set) // cfg.data.batch_size)
     run_dir = make_run_dir(cfg)
+    if cfg.resume:
+        check_resumable(last_checkpoint(run_dir), cfg)
     sets_env = RUN_DIR_ENV not in os.environ  # cleared after fit, so a next train() starts anew
     os.environ[RUN_DIR_ENV] = str(run_dir)
-    if not cfg.resume and is_rank_zero():
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    if not cfg.resume and rank_zero_only.rank == 0:
+        (run_dir / CONFIG).write_text(OmegaConf.to_yaml(cfg))
 
     # Order (and worker seeds) from (seed, epoch) alone: a resumed run replays the same epochs.
     loader, sampler = train_loader(train_set, cfg.data, cfg.seed, cfg.data.augment_on)
     callbacks: list[pl.Callback] = [
         ReseedEachEpoch(cfg.seed, sampler),
         ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
+            dirpath=run_dir / CHECKPOINTS,
             filename="epoch{epoch:03d}",
             auto_insert_metric_name=False,
             save_last=True,
@@ -300,7 +234,7 @@ def train(cfg: DictConfig) -> Path:
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
     )
-    checkpoint = run_dir / "checkpoints" / "last.ckpt" if cfg.resume else None
+    checkpoint = last_checkpoint(run_dir) if cfg.resume else None
     try:
         trainer.fit(model, loader, ckpt_path=str(checkpoint) if checkpoint else None)
     except SystemExit:
@@ -400,10 +334,10 @@ def finish(
     if cfg.export:
         knn = [r for r in results["knn"] if r["features"] == "backbone"]
         export_dir = export_backbone(
-            model, run_dir / "export", extra={"knn": knn, "eval_data": eval_data}
+            model, run_dir / EXPORT, extra={"knn": knn, "eval_data": eval_data}
         )
         metrics["export"] = str(export_dir.name)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (run_dir / METRICS).write_text(json.dumps(metrics, indent=2))
     print()
     print(format_results(results))
     summary = headline(results, cfg)
