@@ -130,7 +130,7 @@ class Config:
     export: bool = True
 
 
-def _format_omegaconf_error(error: OmegaConfBaseException, schema: DictConfig) -> str:
+def format_omegaconf_error(error: OmegaConfBaseException, schema: DictConfig) -> str:
     """Turn an OmegaConf error into one line naming the key and, if possible, the fix."""
     key = getattr(error, "full_key", None) or ""
     message = getattr(error, "msg", None) or str(error).splitlines()[0]
@@ -191,7 +191,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         cfg = OmegaConf.merge(schema, *layers)
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as error:
-        raise UserError(_format_omegaconf_error(error, schema)) from None
+        raise UserError(format_omegaconf_error(error, schema)) from None
     # Merging '???' over a default keeps the default, so look for it in the file itself.
     missing = sorted(
         key

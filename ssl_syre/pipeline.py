@@ -27,6 +27,7 @@ from ssl_syre.callbacks import OnlineEvaluation, ReseedEachEpoch
 from ssl_syre.checkpoint import AtomicCheckpointIO, check_resumable
 from ssl_syre.config import DEFAULT_CONFIG, load_config
 from ssl_syre.data import (
+    DataInfo,
     build_eval_datasets,
     build_ssl_dataset,
     data_info,
@@ -36,7 +37,7 @@ from ssl_syre.data import (
 from ssl_syre.data.loaders import train_loader
 from ssl_syre.distributed import SyReAnchorCheck
 from ssl_syre.errors import UserError
-from ssl_syre.evaluation.features import Features, eval_loader, extract_features, raw_pixels
+from ssl_syre.evaluation.features import split_features
 from ssl_syre.evaluation.report import evaluate_features, format_results
 from ssl_syre.export import export_backbone
 from ssl_syre.methods import METHODS, SSLMethod
@@ -268,7 +269,7 @@ def train(cfg: DictConfig) -> Path:
 def finish(
     cfg: DictConfig,
     model: SSLMethod,
-    info: Any,
+    info: DataInfo,
     eval_train: Dataset,
     eval_test: Dataset | None,
     run_dir: Path,
@@ -281,30 +282,12 @@ def finish(
         "cuda" if torch.cuda.is_available() and cfg.trainer.get("accelerator") != "cpu" else "cpu"
     )
     model.to(device)
-    projector = model.project if cfg.eval.projector else None
-    batch = cfg.eval.batch_size
-
-    def features(dataset: Dataset, split: str) -> Features:
-        feats = extract_features(
-            model.backbone,
-            eval_loader(dataset, batch),
-            projector=projector,
-            progress=f"features ({split})",
-        )
-        return feats
-
-    train_features = features(eval_train, "train")
-    test_features = features(eval_test, "test") if eval_test is not None else None
+    kinds = ["backbone", "projector"] if cfg.eval.projector else ["backbone"]
     if cfg.eval.raw_pixel_baseline and info.num_classes > 0 and eval_test is not None:
-        raw_train, raw_test = build_eval_datasets(cfg.data, cfg.seed, normalize=False)
-        train_features.by_kind = {
-            **raw_pixels(eval_loader(raw_train, batch)).by_kind,
-            **train_features.by_kind,
-        }
-        test_features.by_kind = {
-            **raw_pixels(eval_loader(raw_test, batch)).by_kind,
-            **test_features.by_kind,
-        }  # type: ignore[union-attr]
+        kinds.insert(0, "raw_pixels")  # the baseline's row first in metrics.json and the table
+    train_features, test_features = split_features(
+        model.backbone, model.project, cfg, kinds, device, datasets=(eval_train, eval_test)
+    )
     results = evaluate_features(
         train_features, test_features, info.num_classes, cfg.eval, out_dir=run_dir
     )
