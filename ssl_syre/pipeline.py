@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from ssl_syre.callbacks import OnlineEvaluation, ReseedEachEpoch
 from ssl_syre.checkpoint import AtomicCheckpointIO, check_resumable
@@ -31,8 +31,10 @@ from ssl_syre.data import (
     build_eval_datasets,
     build_ssl_dataset,
     data_info,
+    seeded_subset,
     subset_record,
     uint8_transform,
+    whole_split,
 )
 from ssl_syre.data.loaders import train_loader
 from ssl_syre.distributed import SyReAnchorCheck
@@ -71,14 +73,6 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
             "overrides look like dotted.key=value"
         )
     return (paths[0] if paths else None), [arg for arg in argv if "=" in arg]
-
-
-def seeded_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
-    if size >= len(dataset):  # type: ignore[arg-type]
-        return dataset
-    generator = torch.Generator().manual_seed(seed)
-    indices = torch.randperm(len(dataset), generator=generator)[:size]  # type: ignore[arg-type]
-    return Subset(dataset, indices.tolist())
 
 
 def trainer_kwargs(cfg: DictConfig, steps_per_epoch: int) -> dict[str, Any]:
@@ -215,8 +209,12 @@ def train(cfg: DictConfig) -> Path:
     online = None
     if cfg.eval.online_every_n_epochs > 0 and info.num_classes > 0 and eval_test is not None:
         online = OnlineEvaluation(
-            bank=seeded_subset(eval_train, cfg.eval.online_train_subset, cfg.seed),
-            test=seeded_subset(eval_test, cfg.eval.online_test_subset, cfg.seed),
+            bank=seeded_subset(
+                eval_train, cfg.eval.online_train_subset, cfg.seed, "eval.online_train_subset"
+            ),
+            test=seeded_subset(
+                eval_test, cfg.eval.online_test_subset, cfg.seed, "eval.online_test_subset"
+            ),
             num_classes=info.num_classes,
             every_n_epochs=cfg.eval.online_every_n_epochs,
             k=min(cfg.eval.knn_k),
@@ -370,10 +368,10 @@ def eval_data_record(
     record: dict[str, Any] = {
         "train": subset_record(eval_train, cfg.data.train_subset, cfg.seed),
     }
-    indices = {"train": [int(i) for i in getattr(eval_train, "indices", range(len(eval_train)))]}  # type: ignore[arg-type]
+    indices = {"train": whole_split(eval_train)[1]}
     if eval_test is not None:
         record["test"] = subset_record(eval_test, cfg.data.test_subset, cfg.seed)
-        indices["test"] = [int(i) for i in getattr(eval_test, "indices", range(len(eval_test)))]  # type: ignore[arg-type]
+        indices["test"] = whole_split(eval_test)[1]
     (run_dir / EVAL_INDICES).write_text(json.dumps(indices))
     record["indices"] = EVAL_INDICES
     return record
