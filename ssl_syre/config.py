@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ssl_syre.errors import UserError, suggest
@@ -400,7 +400,3 @@ def _drop_other_methods_kwargs(cfg: DictConfig, methods: dict[str, Any]) -> None
             stacklevel=3,
         )
         del cfg.method_kwargs[key]
-
-
-def to_yaml(cfg: DictConfig | ListConfig) -> str:
-    return OmegaConf.to_yaml(cfg)
