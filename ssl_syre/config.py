@@ -38,7 +38,7 @@ class DataConfig:
     """Which data set, where it lives, and how it is batched and augmented."""
 
     name: str = "fashion_mnist"
-    root: str | None = None  # None: the data set's default location (see README)
+    root: str | None = None  # None: the data set's default location (see docs/data.md)
     download: bool = True  # torchvision data sets only; fails with a clear error offline
     image_size: int | None = None  # None: the data set's native size
     batch_size: int = 256  # per process; the global batch is batch_size x devices x nodes
@@ -87,7 +87,7 @@ class SyReConfig:
     # auto | coupled (added to the gradient, the paper's loss) | decoupled (like AdamW).
     # auto = the optimizer's own convention: coupled for sgd and lars (so syre.enabled=false is
     # torch SGD's / lightly LARS's weight_decay, the decay lightly's recipes use), decoupled for
-    # adamw (AdamW's own decay). See syre_mode() and the README.
+    # adamw (AdamW's own decay). See syre_mode() and docs/syre.md.
     mode: str = "auto"
     include_1d: bool = False  # also cover biases and norm weights
     parts: list[str] = field(
