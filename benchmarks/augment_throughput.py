@@ -23,32 +23,31 @@ Run: python benchmarks/augment_throughput.py [--threads 2] [--repeats 3] [--out 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightly.transforms import SimCLRTransform
 from PIL import Image
+from timing import (  # benchmarks/timing.py; it puts this repository first on sys.path
+    StepTimer,
+    args_record,
+    rotated_repeats,
+    train_py_run,
+    write_result,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from ssl_syre import pipeline  # noqa: E402
-from ssl_syre.callbacks import ReseedEachEpoch  # noqa: E402
-from ssl_syre.config import load_config  # noqa: E402
-from ssl_syre.data import build_ssl_dataset, data_info  # noqa: E402
-from ssl_syre.data.augment import BatchAugment, ViewRecipe  # noqa: E402
-from ssl_syre.data.loaders import train_loader  # noqa: E402
-from ssl_syre.methods import METHODS  # noqa: E402
+from ssl_syre import pipeline
+from ssl_syre.config import load_config
+from ssl_syre.data import build_ssl_dataset, data_info
+from ssl_syre.data.augment import BatchAugment, ViewRecipe
+from ssl_syre.data.loaders import train_loader
+from ssl_syre.methods import METHODS
 
 
 # ----- part 1: augmentation alone --------------------------------------------------------------
@@ -107,27 +106,6 @@ def augmentation_alone(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ----- part 2: end to end ----------------------------------------------------------------------
-class StepTimer:
-    """Wall-clock time from the start of step `warmup` to the end of the last step."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup = warmup
-        self.start = self.end = 0.0
-        self.steps = 0
-
-    def batch_start(self, index: int) -> None:
-        if index == self.warmup:
-            self.start = time.perf_counter()
-
-    def batch_end(self, index: int) -> None:
-        if index >= self.warmup:
-            self.end = time.perf_counter()
-            self.steps = index - self.warmup + 1
-
-    def images_per_second(self, batch_size: int) -> float:
-        return self.steps * batch_size / (self.end - self.start)
-
-
 def overrides(args: argparse.Namespace, augment_on: str) -> list[str]:
     return [
         "method=simclr",
@@ -154,26 +132,10 @@ def overrides(args: argparse.Namespace, augment_on: str) -> list[str]:
 def train_py_path(args: argparse.Namespace, augment_on: str) -> float:
     """images/s of `ssl_syre.pipeline.train` (train.py's job), final evaluation skipped."""
     timer = StepTimer(args.warmup)
-
-    class TimedReseedEachEpoch(ReseedEachEpoch):
-        def on_train_batch_start(
-            self, trainer: pl.Trainer, module: Any, batch: Any, i: int
-        ) -> None:
-            timer.batch_start(i)
-
-        def on_train_batch_end(
-            self, trainer: pl.Trainer, module: Any, outputs: Any, batch: Any, i: int
-        ) -> None:
-            timer.batch_end(i)
-
-    os.environ.pop(pipeline.RUN_DIR_ENV, None)
-    with tempfile.TemporaryDirectory() as output_dir:
-        cfg = load_config(None, [*overrides(args, augment_on), f"output_dir={output_dir}"])
-        with (
-            mock.patch.object(pipeline, "ReseedEachEpoch", TimedReseedEachEpoch),
-            mock.patch.object(pipeline, "finish", lambda *a, **k: None),
-        ):
-            pipeline.train(cfg)
+    with train_py_run(timer) as output_dir:
+        pipeline.train(
+            load_config(None, [*overrides(args, augment_on), f"output_dir={output_dir}"])
+        )
     return timer.images_per_second(args.batch_size)
 
 
@@ -208,15 +170,7 @@ def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
         "device": lambda: train_py_path(args, "device"),
         "bare_device": lambda: bare_device_loop(args),
     }
-    variants = args.variants.split(",")
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    for repeat in range(args.repeats):
-        order = variants[repeat % len(variants) :] + variants[: repeat % len(variants)]
-        for name in order:
-            value = runners[name]()
-            samples[name].append(value)
-            print(f"repeat {repeat} {name:<12} {value:8.1f} images/s", flush=True)
-    medians = {name: statistics.median(values) for name, values in samples.items()}
+    samples, medians = rotated_repeats(runners, args.variants.split(","), args.repeats)
     ratios = {}
     if "device" in medians and "workers" in medians:
         ratios["device_vs_workers"] = medians["device"] / medians["workers"]
@@ -249,7 +203,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     result: dict[str, Any] = {
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": args_record(args),
         "torch_threads": torch.get_num_threads(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "load_average_at_start": os.getloadavg(),
@@ -260,10 +214,7 @@ def main() -> None:
     if "end_to_end" in parts:
         result["end_to_end"] = end_to_end(args)
     result["load_average_at_end"] = os.getloadavg()
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.out}")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

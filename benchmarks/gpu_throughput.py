@@ -25,24 +25,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import torch
+from timing import ROOT, train_py_run, write_result  # also puts ROOT first on sys.path
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from ssl_syre import pipeline  # noqa: E402
-from ssl_syre.backbones import create_backbone  # noqa: E402
-from ssl_syre.callbacks import ReseedEachEpoch  # noqa: E402
-from ssl_syre.config import load_config  # noqa: E402
-from ssl_syre.data import ArrayImageDataset  # noqa: E402
+from ssl_syre import pipeline
+from ssl_syre.backbones import create_backbone
+from ssl_syre.callbacks import ReseedEachEpoch
+from ssl_syre.config import load_config
+from ssl_syre.data import ArrayImageDataset
 
 CIFAR10_IMAGES, RECIPE_EPOCHS, RECIPE_BATCH = 50_000, 200, 512
 LIGHTLY_SIMCLR_MINUTES = 87.1  # lightly's benchmark, bs512, 200 epochs, RTX A6000
@@ -148,8 +144,11 @@ def pipeline_throughput(args: argparse.Namespace, augment_on: str) -> dict[str, 
         small = ArrayImageDataset(images[:512], labels[:512])
         return small, small
 
-    os.environ.pop(pipeline.RUN_DIR_ENV, None)
-    with tempfile.TemporaryDirectory() as output_dir:
+    with train_py_run(
+        ReseedEachEpoch=TimedReseedEachEpoch,
+        build_ssl_dataset=ssl_dataset,
+        build_eval_datasets=eval_datasets,
+    ) as output_dir:
         cfg = load_config(
             str(ROOT / "configs" / "simclr_cifar10.yaml"),
             [
@@ -172,13 +171,7 @@ def pipeline_throughput(args: argparse.Namespace, augment_on: str) -> dict[str, 
                 "export=false",
             ],
         )
-        with (
-            mock.patch.object(pipeline, "ReseedEachEpoch", TimedReseedEachEpoch),
-            mock.patch.object(pipeline, "build_ssl_dataset", ssl_dataset),
-            mock.patch.object(pipeline, "build_eval_datasets", eval_datasets),
-            mock.patch.object(pipeline, "finish", lambda *a, **k: None),
-        ):
-            pipeline.train(cfg)
+        pipeline.train(cfg)
     seconds = times["end"] - times["start"]
     images_per_s = args.pipeline_steps * args.batch_size / seconds
     steps = RECIPE_EPOCHS * (CIFAR10_IMAGES // RECIPE_BATCH)
@@ -227,10 +220,7 @@ def main() -> None:
         for augment_on in args.augment_on.split(","):
             result["pipeline"][augment_on] = pipeline_throughput(args, augment_on)
             print(json.dumps(result["pipeline"][augment_on]), flush=True)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.out}")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -15,26 +15,20 @@ Run: python benchmarks/profile_step.py [--steps 8] [--batch-size 256] [--out res
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
 from lightning.pytorch.profilers import SimpleProfiler
+from timing import ROOT, args_record, train_py_run, write_result  # puts ROOT first on sys.path
 from torch.utils.data import DataLoader
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from ssl_syre import pipeline  # noqa: E402
-from ssl_syre.config import load_config  # noqa: E402
-from ssl_syre.data import build_ssl_dataset, data_info  # noqa: E402
-from ssl_syre.methods import METHODS  # noqa: E402
+from ssl_syre import pipeline
+from ssl_syre.config import load_config
+from ssl_syre.data import build_ssl_dataset, data_info
+from ssl_syre.methods import METHODS
 
 
 def overrides(args: argparse.Namespace, extra: list[str]) -> list[str]:
@@ -117,8 +111,15 @@ def manual_timers(args: argparse.Namespace) -> dict[str, float]:
 
 def lightning_profile(args: argparse.Namespace) -> str:
     """Lightning's SimpleProfiler report for a short train.py run (final evaluation skipped)."""
-    os.environ.pop(pipeline.RUN_DIR_ENV, None)
-    with tempfile.TemporaryDirectory() as output_dir:
+    original = pipeline.trainer_kwargs
+
+    def with_profiler(*a: Any, **k: Any) -> dict[str, Any]:
+        return {
+            **original(*a, **k),
+            "profiler": SimpleProfiler(dirpath=output_dir, filename="profile"),
+        }
+
+    with train_py_run(trainer_kwargs=with_profiler) as output_dir:
         cfg = load_config(
             str(ROOT / "configs" / "default.yaml"),
             overrides(
@@ -131,19 +132,7 @@ def lightning_profile(args: argparse.Namespace) -> str:
                 ],
             ),
         )
-        original = pipeline.trainer_kwargs
-
-        def with_profiler(*a: Any, **k: Any) -> dict[str, Any]:
-            return {
-                **original(*a, **k),
-                "profiler": SimpleProfiler(dirpath=output_dir, filename="profile"),
-            }
-
-        with (
-            mock.patch.object(pipeline, "finish", lambda *a, **k: None),
-            mock.patch.object(pipeline, "trainer_kwargs", with_profiler),
-        ):
-            pipeline.train(cfg)
+        pipeline.train(cfg)
         reports = sorted(Path(output_dir).glob("*profile*.txt"))
         return reports[0].read_text() if reports else "(SimpleProfiler wrote no report file)"
 
@@ -180,17 +169,14 @@ def main() -> None:
         report = lightning_profile(args)
         print("\nLightning SimpleProfiler (train.py path):")
         print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        payload: dict[str, Any] = {
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "torch_threads": torch.get_num_threads(),
-            "phases_ms": phases,
-            "step_ms": step,
-            "lightning_simple_profiler": report,
-        }
-        args.out.write_text(json.dumps(payload, indent=2))
-        print(f"wrote {args.out}")
+    payload: dict[str, Any] = {
+        "args": args_record(args),
+        "torch_threads": torch.get_num_threads(),
+        "phases_ms": phases,
+        "step_ms": step,
+        "lightning_simple_profiler": report,
+    }
+    write_result(payload, args.out)
 
 
 if __name__ == "__main__":

@@ -19,18 +19,10 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
-import os
 import platform
-import statistics
-import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
-import lightning.pytorch as pl
 import numpy as np
 import timm
 import torch
@@ -38,40 +30,21 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from lightly.transforms import SimCLRTransform
 from PIL import Image
+from timing import (  # benchmarks/timing.py; it puts this repository first on sys.path
+    StepTimer,
+    args_record,
+    rotated_repeats,
+    train_py_run,
+    write_result,
+)
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from ssl_syre import pipeline  # noqa: E402
-from ssl_syre.callbacks import ReseedEachEpoch  # noqa: E402
-from ssl_syre.config import load_config  # noqa: E402
+from ssl_syre import pipeline
+from ssl_syre.config import load_config
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 MEAN, STD = (0.2860,), (0.3530,)  # Fashion-MNIST train statistics (what our data module uses)
-
-
-class StepTimer:
-    """Wall-clock time from the start of step `warmup` to the end of the last step."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup = warmup
-        self.start: float | None = None
-        self.end: float | None = None
-        self.steps = 0
-
-    def batch_start(self, index: int) -> None:
-        if index == self.warmup:
-            self.start = time.perf_counter()
-
-    def batch_end(self, index: int) -> None:
-        if index >= self.warmup:
-            self.end = time.perf_counter()
-            self.steps = index - self.warmup + 1
-
-    def images_per_second(self, batch_size: int) -> float:
-        assert self.start is not None and self.end is not None
-        return self.steps * batch_size / (self.end - self.start)
 
 
 # ----- bare lightly loop ---------------------------------------------------------------------
@@ -138,24 +111,7 @@ def bare_lightly(args: argparse.Namespace) -> float:
 # ----- ours: ssl_syre.pipeline.train as train.py runs it -------------------------------------
 def ours(args: argparse.Namespace, syre: bool) -> float:
     timer = StepTimer(args.warmup)
-
-    class TimedReseedEachEpoch(ReseedEachEpoch):
-        """ReseedEachEpoch plus step timing: rides along in pipeline.train's callback list."""
-
-        def on_train_batch_start(
-            self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int
-        ) -> None:
-            timer.batch_start(batch_idx)
-
-        def on_train_batch_end(
-            self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
-        ) -> None:
-            timer.batch_end(batch_idx)
-
-    # pipeline.train leaves its run directory in the environment for DDP children; a second
-    # call in the same process would otherwise reuse the first (deleted) directory.
-    os.environ.pop(pipeline.RUN_DIR_ENV, None)
-    with tempfile.TemporaryDirectory() as output_dir:
+    with train_py_run(timer) as output_dir:
         cfg = load_config(
             None,
             [
@@ -183,11 +139,7 @@ def ours(args: argparse.Namespace, syre: bool) -> float:
                 "export=false",
             ],
         )
-        with (
-            mock.patch.object(pipeline, "ReseedEachEpoch", TimedReseedEachEpoch),
-            mock.patch.object(pipeline, "finish", lambda *a, **k: None),
-        ):
-            pipeline.train(cfg)
+        pipeline.train(cfg)
     return timer.images_per_second(args.batch_size)
 
 
@@ -216,36 +168,24 @@ def main() -> None:
         "ours_syre_off": lambda: ours(args, syre=False),
         "ours_syre_on": lambda: ours(args, syre=True),
     }
-    variants = args.variants.split(",")
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    for repeat in range(args.repeats):
-        # Rotate the order so that drift on a shared machine hits every variant alike.
-        order = variants[repeat % len(variants) :] + variants[: repeat % len(variants)]
-        for name in order:
-            value = runners[name]()
-            samples[name].append(value)
-            print(f"repeat {repeat} {name:<14} {value:8.1f} images/s", flush=True)
-    medians = {name: statistics.median(values) for name, values in samples.items()}
+    samples, medians = rotated_repeats(runners, args.variants.split(","), args.repeats)
     reference = medians.get("bare_lightly")
     print(f"\n{'variant':<16}{'median img/s':>14}{'vs bare lightly':>17}   samples")
     for name, value in medians.items():
         ratio = f"{value / reference:.3f}" if reference else "-"
         values = ", ".join(f"{v:.1f}" for v in samples[name])
         print(f"{name:<16}{value:>14.1f}{ratio:>17}   {values}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        result = {
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "torch_threads": torch.get_num_threads(),
-            "machine": platform.processor() or platform.machine(),
-            "samples_images_per_s": samples,
-            "median_images_per_s": medians,
-            "ratio_vs_bare_lightly": {
-                name: value / reference for name, value in medians.items() if reference
-            },
-        }
-        args.out.write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.out}")
+    result = {
+        "args": args_record(args),
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "samples_images_per_s": samples,
+        "median_images_per_s": medians,
+        "ratio_vs_bare_lightly": {
+            name: value / reference for name, value in medians.items() if reference
+        },
+    }
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import timm
-import torch
 from timm.layers import PatchEmbed
 from torch import nn
 
@@ -111,9 +110,3 @@ def backbone_kwargs_for_size(name: str, image_size: int) -> dict[str, Any]:
     pretrained config says `fixed_input_size`, take `img_size`."""
     cfg = timm.models.get_pretrained_cfg(name)
     return {"img_size": image_size} if cfg is not None and cfg.fixed_input_size else {}
-
-
-@torch.no_grad()
-def feature_dim(model: nn.Module) -> int:
-    """Size of the pooled features a timm model without classifier returns."""
-    return int(model.num_features)

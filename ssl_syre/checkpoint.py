@@ -17,6 +17,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_syre.errors import UserError
+from ssl_syre.run_dir import CONFIG, run_dir_of
 
 # Write failures that the user fixes (space, quota, permissions, read-only disk).
 USER_FIXABLE_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
@@ -72,7 +73,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             if isinstance(error, OSError) and error.errno in USER_FIXABLE_WRITE_ERRORS:
                 raise UserError(
                     f"cannot write checkpoint '{target}': {os.strerror(error.errno)}; the "
-                    f"previous checkpoint is intact: fix this, then resume={_run_dir_of(target)}"
+                    f"previous checkpoint is intact: fix this, then resume={run_dir_of(target)}"
                 ) from None
             raise
 
@@ -80,12 +81,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
         return load_checkpoint(path, map_location=map_location or "cpu")
-
-
-def _run_dir_of(checkpoint: Path) -> Path:
-    return (
-        checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-    )
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -134,7 +129,7 @@ def check_finite(checkpoint: dict[str, Any], target: Path) -> None:
             raise NonFiniteWeightsError(
                 f"training diverged: '{name.split('.', 1)[1]}' holds NaN or inf at {where}, so "
                 f"'{target.name}' was not written and the last good checkpoint is kept; lower "
-                f"optimizer.lr or add optimizer.warmup_epochs, then resume={_run_dir_of(target)}"
+                f"optimizer.lr or add optimizer.warmup_epochs, then resume={run_dir_of(target)}"
             )
 
 
@@ -231,5 +226,5 @@ def check_resumable(checkpoint_path: Path, cfg: DictConfig) -> None:
     raise UserError(
         f"cannot resume from '{checkpoint_path}': it was trained with {first}="
         f"{before.get(first)!r}, this command sets {first}={now.get(first)!r}{more}; repeat "
-        f"the run's own settings ({_run_dir_of(checkpoint_path) / 'config.yaml'}) with resume="
+        f"the run's own settings ({run_dir_of(checkpoint_path) / CONFIG}) with resume="
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ssl_syre.errors import UserError, suggest
@@ -38,7 +38,7 @@ class DataConfig:
     """Which data set, where it lives, and how it is batched and augmented."""
 
     name: str = "fashion_mnist"
-    root: str | None = None  # None: the data set's default location (see README)
+    root: str | None = None  # None: the data set's default location (see docs/data.md)
     download: bool = True  # torchvision data sets only; fails with a clear error offline
     image_size: int | None = None  # None: the data set's native size
     batch_size: int = 256  # per process; the global batch is batch_size x devices x nodes
@@ -87,7 +87,7 @@ class SyReConfig:
     # auto | coupled (added to the gradient, the paper's loss) | decoupled (like AdamW).
     # auto = the optimizer's own convention: coupled for sgd and lars (so syre.enabled=false is
     # torch SGD's / lightly LARS's weight_decay, the decay lightly's recipes use), decoupled for
-    # adamw (AdamW's own decay). See syre_mode() and the README.
+    # adamw (AdamW's own decay). See syre_mode() and docs/syre.md.
     mode: str = "auto"
     include_1d: bool = False  # also cover biases and norm weights
     parts: list[str] = field(
@@ -130,7 +130,7 @@ class Config:
     export: bool = True
 
 
-def _format_omegaconf_error(error: OmegaConfBaseException, schema: DictConfig) -> str:
+def format_omegaconf_error(error: OmegaConfBaseException, schema: DictConfig) -> str:
     """Turn an OmegaConf error into one line naming the key and, if possible, the fix."""
     key = getattr(error, "full_key", None) or ""
     message = getattr(error, "msg", None) or str(error).splitlines()[0]
@@ -191,7 +191,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         cfg = OmegaConf.merge(schema, *layers)
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as error:
-        raise UserError(_format_omegaconf_error(error, schema)) from None
+        raise UserError(format_omegaconf_error(error, schema)) from None
     # Merging '???' over a default keeps the default, so look for it in the file itself.
     missing = sorted(
         key
@@ -400,7 +400,3 @@ def _drop_other_methods_kwargs(cfg: DictConfig, methods: dict[str, Any]) -> None
             stacklevel=3,
         )
         del cfg.method_kwargs[key]
-
-
-def to_yaml(cfg: DictConfig | ListConfig) -> str:
-    return OmegaConf.to_yaml(cfg)

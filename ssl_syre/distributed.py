@@ -8,16 +8,18 @@ import lightning.pytorch as pl
 import torch
 
 from ssl_syre.errors import UserError
+from ssl_syre.syre import SyRe
 
 
-def anchor_fingerprint(syre: object) -> float:
+def anchor_fingerprint(syre: SyRe) -> float:
     """A number that differs when any anchor or D entry differs: a hash folded into [0, 1)."""
     digest = hashlib.sha256()
-    for name in sorted(syre.anchors):  # type: ignore[attr-defined]
+    anchors, d_diagonal = syre.anchors, syre.d_diagonal  # each property returns a copy
+    for name in sorted(anchors):
         digest.update(name.encode())
-        digest.update(syre.anchors[name].contiguous().numpy().tobytes())  # type: ignore[attr-defined]
-        if syre.d_diagonal is not None:  # type: ignore[attr-defined]
-            digest.update(syre.d_diagonal[name].contiguous().numpy().tobytes())  # type: ignore[attr-defined]
+        digest.update(anchors[name].contiguous().numpy().tobytes())
+        if d_diagonal is not None:
+            digest.update(d_diagonal[name].contiguous().numpy().tobytes())
     # 52 bits fit a float64 exactly, so the value survives all_gather unchanged.
     return int.from_bytes(digest.digest()[:6], "big") / 2**48
 

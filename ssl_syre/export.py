@@ -1,6 +1,7 @@
 """Backbone export in timm's own format, so that timm alone loads it (no ssl_syre needed).
 
-`python -m ssl_syre.export CHECKPOINT [--out DIR]` exports from any ssl_syre checkpoint.
+`python -m ssl_syre.export CHECKPOINT [--out DIR]` exports from any ssl_syre checkpoint;
+`load_model(PATH)` loads a run directory, checkpoint or export with its config, for eval/*.py.
 
 An export directory holds config.json (architecture, model arguments, preprocessing, and an
 `ssl_syre` section with method, SyRe settings, data, evaluation protocol and kNN results) and
@@ -14,23 +15,50 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import timm
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from safetensors.torch import load_file
-from torch import nn
+from torch import Tensor, nn
 
 from ssl_syre.backbones import apply_small_image_stem
+from ssl_syre.config import (
+    Config,
+    DataConfig,
+    EvalConfig,
+    SyReConfig,
+    format_omegaconf_error,
+    validate,
+)
+from ssl_syre.data import DataInfo
 from ssl_syre.errors import UserError, run_cli
+from ssl_syre.run_dir import (
+    EXPORT,
+    LAST_CHECKPOINT,
+    METRICS,
+    is_run_dir,
+    last_checkpoint,
+    run_dir_of,
+)
+
+if TYPE_CHECKING:
+    from ssl_syre.methods import SSLMethod
 
 EXPORT_KEY = "ssl_syre"  # our section in config.json; timm ignores keys it does not know
 
 
-def export_backbone(model: Any, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+def export_backbone(
+    model: SSLMethod, out_dir: str | Path, extra: dict[str, Any] | None = None
+) -> Path:
     """Write config.json + model.safetensors for `model.backbone` with `timm.models.save_for_hf`.
 
     config.json carries the preprocessing (input size, mean, std) and the model arguments, so
@@ -150,7 +178,7 @@ def load_backbone(export_dir: str | Path) -> nn.Module:
     return model.eval()
 
 
-def model_from_checkpoint(checkpoint: str | Path) -> tuple[Any, dict[str, Any]]:
+def model_from_checkpoint(checkpoint: str | Path) -> tuple[SSLMethod, dict[str, Any]]:
     """Rebuild the SSL method (backbone and heads) of an ssl_syre checkpoint.
 
     The checkpoint is loaded with weights_only=True; its config and data description are
@@ -189,9 +217,8 @@ def _final_results(checkpoint: Path, state: dict[str, Any]) -> dict[str, Any] | 
     """The backbone kNN records of metrics.json and the images they used (`eval_data`), as
     train.py's export holds them, when they describe this checkpoint's weights (the run's
     last.ckpt at the step metrics.json reports)."""
-    run_dir = checkpoint.parent.parent
-    metrics_path = run_dir / "metrics.json"
-    if checkpoint.name != "last.ckpt" or not metrics_path.is_file():
+    metrics_path = run_dir_of(checkpoint) / METRICS
+    if checkpoint.name != LAST_CHECKPOINT or not metrics_path.is_file():
         return None
     try:
         metrics = json.loads(metrics_path.read_text())
@@ -216,13 +243,176 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = None)
         UserError: a bad checkpoint, or `out_dir` already holds an export (never overwritten).
     """
     checkpoint = Path(checkpoint)
-    out = Path(out_dir) if out_dir else checkpoint.resolve().parent.parent / "export"
+    out = Path(out_dir) if out_dir else run_dir_of(checkpoint.resolve()) / EXPORT
     if (out / "model.safetensors").exists() or (out / "config.json").exists():
         raise UserError(f"export directory '{out}' already holds an export; pass --out NEW_DIR")
     if out.exists() and not out.is_dir():
         raise UserError(f"'{out}' is a file, not a directory; pass --out NEW_DIR")
     model, state = model_from_checkpoint(checkpoint)
     return export_backbone(model, out, extra=_final_results(checkpoint.resolve(), state))
+
+
+# --------------------------------------------------------------------------------------------
+# Loading a model and its config for evaluation (eval/knn.py, eval/linear_probe.py)
+
+# Everything else in the config describes the model, which the weights fix.
+OVERRIDABLE_PREFIXES = ("data.", "eval.")
+OVERRIDABLE_KEYS = ("seed",)
+CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
+PATH_KINDS = (
+    "a run directory (checkpoints/last.ckpt), a .ckpt file, or an export directory "
+    "(config.json + model.safetensors)"
+)
+
+
+@dataclass
+class LoadedModel:
+    """What a run directory, checkpoint or export resolves to.
+
+    Attributes:
+        backbone: The feature extractor (eval mode is set during extraction).
+        projector: The method's projection head as a function of backbone features
+            (`SSLMethod.project`), or None for an export, which holds the backbone only.
+        modules: Every module to move to the device (the whole method, or the backbone).
+        cfg: The run's config with the command line's overrides applied.
+        in_chans: Input channels the backbone takes.
+        source: "checkpoint" or "export".
+        loaded: The file or directory the weights came from.
+        out_dir: Where the JSON goes by default (the run directory when there is one).
+        details: Facts about the weights for the JSON (epoch, steps).
+    """
+
+    backbone: nn.Module
+    projector: Callable[[Tensor], Tensor] | None
+    modules: nn.Module
+    cfg: DictConfig
+    in_chans: int
+    source: str
+    loaded: Path
+    out_dir: Path
+    details: dict[str, Any]
+
+
+def load_model(path: str | Path, overrides: list[str] | None = None) -> LoadedModel:
+    """Load the model behind PATH and its config with `overrides` applied.
+
+    Raises:
+        UserError: PATH does not exist or is none of the three kinds, the checkpoint or
+            export is unreadable, or an override is malformed, unknown or not allowed.
+    """
+    path = Path(path)
+    overrides = list(overrides or [])
+    check_overrides(overrides)  # before loading anything: fail fast
+    if not path.exists():
+        raise UserError(f"'{path}' does not exist; pass {PATH_KINDS}")
+    if path.is_file():
+        if path.name in ("config.json", "model.safetensors"):
+            return _loaded_from_export(path.parent, overrides)
+        if path.suffix not in CHECKPOINT_SUFFIXES:
+            raise UserError(f"'{path}' is not a checkpoint (.ckpt); pass {PATH_KINDS}")
+        return _loaded_from_checkpoint(path, overrides)
+    if last_checkpoint(path).is_file():
+        return _loaded_from_checkpoint(last_checkpoint(path), overrides)
+    if (path / "config.json").is_file():
+        return _loaded_from_export(path, overrides)
+    if (path / EXPORT / "config.json").is_file():
+        print(f"note: '{path}' has no checkpoints/last.ckpt; using its export/", file=sys.stderr)
+        return _loaded_from_export(path / EXPORT, overrides)
+    raise UserError(
+        f"'{path}' holds no checkpoints/last.ckpt and no config.json; pass {PATH_KINDS}"
+    )
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Only data.*, eval.* and seed: everything else describes the model, fixed by the weights."""
+    for item in overrides:
+        key, equals, _ = item.partition("=")
+        if not equals or not key:
+            raise UserError(f"cannot read argument '{item}': overrides look like dotted.key=value")
+        if not (key.startswith(OVERRIDABLE_PREFIXES) or key in OVERRIDABLE_KEYS):
+            raise UserError(
+                f"cannot override '{key}' at evaluation: the weights fix the model; only data.*, "
+                "eval.* and seed can change"
+            )
+
+
+def merged_config(stored: dict[str, Any], overrides: list[str], origin: str) -> DictConfig:
+    """The schema, then the config stored with the weights, then the allowed overrides."""
+    check_overrides(overrides)
+    schema = OmegaConf.structured(Config)
+    try:
+        cfg = OmegaConf.merge(schema, stored)
+    except OmegaConfBaseException as error:
+        raise UserError(
+            f"the config saved in '{origin}' does not fit this version of ssl_syre "
+            f"({format_omegaconf_error(error, schema)})"
+        ) from None
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    except OmegaConfBaseException as error:
+        raise UserError(format_omegaconf_error(error, schema)) from None
+    cfg.resume = None  # a resumed run's directory is no business of an evaluation
+    validate(cfg)
+    if len(cfg.eval.knn_k) == 0:
+        raise UserError("eval.knn_k is empty; give at least one k, e.g. eval.knn_k=[200]")
+    return cfg
+
+
+def _loaded_from_checkpoint(checkpoint: Path, overrides: list[str]) -> LoadedModel:
+    model, state = model_from_checkpoint(checkpoint)
+    hparams = state["hyper_parameters"]
+    cfg = merged_config(hparams["cfg"], overrides, str(checkpoint))
+    info = DataInfo(**hparams["info"])
+    return LoadedModel(
+        backbone=model.backbone,
+        projector=model.project,
+        modules=model,
+        cfg=cfg,
+        in_chans=info.in_chans,
+        source="checkpoint",
+        loaded=checkpoint,
+        out_dir=run_dir_of(checkpoint),
+        details={"epoch": state.get("epoch"), "steps": state.get("global_step")},
+    )
+
+
+def _dataclass_keys(schema: type, values: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(schema)}
+    return {key: value for key, value in values.items() if key in names}
+
+
+def _loaded_from_export(export_dir: Path, overrides: list[str]) -> LoadedModel:
+    section = read_export_config(export_dir).get(EXPORT_KEY)
+    if not isinstance(section, dict) or "method" not in section:
+        raise UserError(
+            f"'{export_dir}' is not an ssl_syre export (config.json has no '{EXPORT_KEY}' "
+            "section); evaluate the run directory or checkpoint instead"
+        )
+    backbone = load_backbone(export_dir)
+    stored = {
+        "method": section["method"],
+        "backbone": {
+            "name": section.get("backbone", "resnet18"),
+            "small_image_stem": bool(section.get("small_image_stem", False)),
+        },
+        "syre": _dataclass_keys(SyReConfig, section.get("syre") or {}),
+        "data": _dataclass_keys(DataConfig, section.get("data") or {}),
+        "eval": _dataclass_keys(EvalConfig, section.get("eval") or {}),
+        "seed": section.get("seed", 0),
+    }
+    cfg = merged_config(stored, overrides, str(export_dir / "config.json"))
+    parent = export_dir.resolve().parent
+    return LoadedModel(
+        backbone=backbone,
+        projector=None,
+        modules=backbone,
+        cfg=cfg,
+        in_chans=int(section.get("in_chans", 3)),
+        source="export",
+        loaded=export_dir,
+        out_dir=parent if is_run_dir(parent) else export_dir,
+        details={},
+    )
 
 
 def main(argv: list[str]) -> None:
@@ -236,7 +426,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     checkpoint = Path(args.checkpoint)
     if checkpoint.is_dir():  # a run directory: its last checkpoint
-        checkpoint = checkpoint / "checkpoints" / "last.ckpt"
+        checkpoint = last_checkpoint(checkpoint)
     out = export_checkpoint(checkpoint, args.out)
     if read_export_config(out)[EXPORT_KEY]["small_image_stem"]:
         how = (

@@ -10,7 +10,6 @@ import platform
 import signal
 import time
 import warnings
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,30 +18,43 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from ssl_syre.callbacks import OnlineEvaluation, ReseedEachEpoch
 from ssl_syre.checkpoint import AtomicCheckpointIO, check_resumable
 from ssl_syre.config import DEFAULT_CONFIG, load_config
 from ssl_syre.data import (
+    DataInfo,
     build_eval_datasets,
     build_ssl_dataset,
     data_info,
+    seeded_subset,
     subset_record,
     uint8_transform,
+    whole_split,
 )
 from ssl_syre.data.loaders import train_loader
 from ssl_syre.distributed import SyReAnchorCheck
 from ssl_syre.errors import UserError
-from ssl_syre.evaluation.features import Features, eval_loader, extract_features, raw_pixels
+from ssl_syre.evaluation.features import split_features
 from ssl_syre.evaluation.report import evaluate_features, format_results
 from ssl_syre.export import export_backbone
 from ssl_syre.methods import METHODS, SSLMethod
+from ssl_syre.run_dir import (
+    CHECKPOINTS,
+    CONFIG,
+    EVAL_INDICES,
+    EXPORT,
+    METRICS,
+    RUN_DIR_ENV,
+    last_checkpoint,
+    log_version,
+    make_run_dir,
+)
 
-RUN_DIR_ENV = "SSL_SYRE_RUN_DIR"  # hands rank 0's run directory to DDP's child processes
-EVAL_INDICES = "eval_indices.json"  # positions of the evaluation images in their splits
 # Lightning precision modes that keep the weights themselves in 16 bits ("transformer-engine"
 # casts them to bf16, "-float16" to fp16). The int and short string aliases (16, "16", "bf16")
 # name the *mixed* modes, with fp32 weights; 64/"64"/"64-true" keep fp64 weights.
@@ -61,91 +73,6 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
             "overrides look like dotted.key=value"
         )
     return (paths[0] if paths else None), [arg for arg in argv if "=" in arg]
-
-
-def external_launcher() -> tuple[int, str] | None:
-    """(global rank, job id) when torchrun or SLURM started several processes, else None."""
-    world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")) or 1)
-    if world <= 1:
-        return None
-    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
-    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID", "")
-    return rank, "" if job == "none" else job
-
-
-def is_rank_zero() -> bool:
-    external = external_launcher()
-    return os.environ.get("LOCAL_RANK", "0") == "0" and (external is None or external[0] == 0)
-
-
-def make_run_dir(cfg: DictConfig) -> Path:
-    """Create a fresh run directory, or return the one being resumed; never overwrite a run."""
-    inherited = os.environ.get(RUN_DIR_ENV)
-    # Only a DDP child inherits; in rank 0 the variable is left over from an earlier train().
-    if inherited and not is_rank_zero():  # a DDP child process: rank 0 already made it
-        return Path(inherited)
-    if cfg.resume:
-        run_dir = Path(cfg.resume)
-        if not (run_dir / "checkpoints" / "last.ckpt").is_file():
-            raise UserError(
-                f"cannot resume '{run_dir}': no checkpoints/last.ckpt there; pass the run "
-                "directory that train.py printed (its checkpoint is written after each epoch)"
-            )
-        check_resumable(run_dir / "checkpoints" / "last.ckpt", cfg)
-        return run_dir
-    external = external_launcher()
-    if external is not None:  # torchrun / srun start every process: agree on a name without talking
-        rank, job = external
-        name = cfg.run_name or (f"{cfg.method}_{cfg.data.name}_job{job}" if job else None)
-        if name is None:
-            raise UserError(
-                "several processes were launched (torchrun/srun) without a shared run name; "
-                "add run_name=NAME so that all of them write to one run directory"
-            )
-        run_dir = Path(cfg.output_dir) / name
-        if rank != 0:
-            return run_dir
-        if run_dir.exists():
-            raise UserError(f"run directory '{run_dir}' already exists; choose another run_name")
-        run_dir.mkdir(parents=True)
-        return run_dir
-    name = cfg.run_name or f"{cfg.method}_{cfg.data.name}_{datetime.now():%Y%m%d-%H%M%S}"
-    run_dir = Path(cfg.output_dir) / name
-    suffix = 0
-    while True:
-        try:  # mkdir claims the name atomically, even against a run started the same second
-            run_dir.mkdir(parents=True)
-            return run_dir
-        except FileExistsError:
-            if cfg.run_name:
-                raise UserError(
-                    f"run directory '{run_dir}' already exists; choose another run_name, or "
-                    f"continue it with resume={run_dir}"
-                ) from None
-            suffix += 1
-            run_dir = Path(cfg.output_dir) / f"{name}-{suffix}"
-
-
-def log_version(run_dir: Path, cfg: DictConfig) -> str:
-    """'' (logs/) for a new run, resume-N for its N-th continuation.
-
-    Lightning's CSVLogger deletes the metrics.csv it finds in its folder, so each part of a
-    resumed run logs into a folder of its own and no part's log is lost.
-    """
-    if not cfg.resume:
-        return ""
-    number = 1
-    while (run_dir / "logs" / f"resume-{number}").exists():
-        number += 1
-    return f"resume-{number}"
-
-
-def seeded_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
-    if size >= len(dataset):  # type: ignore[arg-type]
-        return dataset
-    generator = torch.Generator().manual_seed(seed)
-    indices = torch.randperm(len(dataset), generator=generator)[:size]  # type: ignore[arg-type]
-    return Subset(dataset, indices.tolist())
 
 
 def trainer_kwargs(cfg: DictConfig, steps_per_epoch: int) -> dict[str, Any]:
@@ -252,17 +179,19 @@ def train(cfg: DictConfig) -> Path:
     model = method_cls(cfg, info)
     kwargs = check_trainer(cfg, len(train_set) // cfg.data.batch_size)
     run_dir = make_run_dir(cfg)
+    if cfg.resume:
+        check_resumable(last_checkpoint(run_dir), cfg)
     sets_env = RUN_DIR_ENV not in os.environ  # cleared after fit, so a next train() starts anew
     os.environ[RUN_DIR_ENV] = str(run_dir)
-    if not cfg.resume and is_rank_zero():
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    if not cfg.resume and rank_zero_only.rank == 0:
+        (run_dir / CONFIG).write_text(OmegaConf.to_yaml(cfg))
 
     # Order (and worker seeds) from (seed, epoch) alone: a resumed run replays the same epochs.
     loader, sampler = train_loader(train_set, cfg.data, cfg.seed, cfg.data.augment_on)
     callbacks: list[pl.Callback] = [
         ReseedEachEpoch(cfg.seed, sampler),
         ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
+            dirpath=run_dir / CHECKPOINTS,
             filename="epoch{epoch:03d}",
             auto_insert_metric_name=False,
             save_last=True,
@@ -280,8 +209,12 @@ def train(cfg: DictConfig) -> Path:
     online = None
     if cfg.eval.online_every_n_epochs > 0 and info.num_classes > 0 and eval_test is not None:
         online = OnlineEvaluation(
-            bank=seeded_subset(eval_train, cfg.eval.online_train_subset, cfg.seed),
-            test=seeded_subset(eval_test, cfg.eval.online_test_subset, cfg.seed),
+            bank=seeded_subset(
+                eval_train, cfg.eval.online_train_subset, cfg.seed, "eval.online_train_subset"
+            ),
+            test=seeded_subset(
+                eval_test, cfg.eval.online_test_subset, cfg.seed, "eval.online_test_subset"
+            ),
             num_classes=info.num_classes,
             every_n_epochs=cfg.eval.online_every_n_epochs,
             k=min(cfg.eval.knn_k),
@@ -300,7 +233,7 @@ def train(cfg: DictConfig) -> Path:
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
     )
-    checkpoint = run_dir / "checkpoints" / "last.ckpt" if cfg.resume else None
+    checkpoint = last_checkpoint(run_dir) if cfg.resume else None
     try:
         trainer.fit(model, loader, ckpt_path=str(checkpoint) if checkpoint else None)
     except SystemExit:
@@ -334,7 +267,7 @@ def train(cfg: DictConfig) -> Path:
 def finish(
     cfg: DictConfig,
     model: SSLMethod,
-    info: Any,
+    info: DataInfo,
     eval_train: Dataset,
     eval_test: Dataset | None,
     run_dir: Path,
@@ -347,30 +280,12 @@ def finish(
         "cuda" if torch.cuda.is_available() and cfg.trainer.get("accelerator") != "cpu" else "cpu"
     )
     model.to(device)
-    projector = model.project if cfg.eval.projector else None
-    batch = cfg.eval.batch_size
-
-    def features(dataset: Dataset, split: str) -> Features:
-        feats = extract_features(
-            model.backbone,
-            eval_loader(dataset, batch),
-            projector=projector,
-            progress=f"features ({split})",
-        )
-        return feats
-
-    train_features = features(eval_train, "train")
-    test_features = features(eval_test, "test") if eval_test is not None else None
+    kinds = ["backbone", "projector"] if cfg.eval.projector else ["backbone"]
     if cfg.eval.raw_pixel_baseline and info.num_classes > 0 and eval_test is not None:
-        raw_train, raw_test = build_eval_datasets(cfg.data, cfg.seed, normalize=False)
-        train_features.by_kind = {
-            **raw_pixels(eval_loader(raw_train, batch)).by_kind,
-            **train_features.by_kind,
-        }
-        test_features.by_kind = {
-            **raw_pixels(eval_loader(raw_test, batch)).by_kind,
-            **test_features.by_kind,
-        }  # type: ignore[union-attr]
+        kinds.insert(0, "raw_pixels")  # the baseline's row first in metrics.json and the table
+    train_features, test_features = split_features(
+        model.backbone, model.project, cfg, kinds, device, datasets=(eval_train, eval_test)
+    )
     results = evaluate_features(
         train_features, test_features, info.num_classes, cfg.eval, out_dir=run_dir
     )
@@ -400,10 +315,10 @@ def finish(
     if cfg.export:
         knn = [r for r in results["knn"] if r["features"] == "backbone"]
         export_dir = export_backbone(
-            model, run_dir / "export", extra={"knn": knn, "eval_data": eval_data}
+            model, run_dir / EXPORT, extra={"knn": knn, "eval_data": eval_data}
         )
         metrics["export"] = str(export_dir.name)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (run_dir / METRICS).write_text(json.dumps(metrics, indent=2))
     print()
     print(format_results(results))
     summary = headline(results, cfg)
@@ -453,10 +368,10 @@ def eval_data_record(
     record: dict[str, Any] = {
         "train": subset_record(eval_train, cfg.data.train_subset, cfg.seed),
     }
-    indices = {"train": [int(i) for i in getattr(eval_train, "indices", range(len(eval_train)))]}  # type: ignore[arg-type]
+    indices = {"train": whole_split(eval_train)[1]}
     if eval_test is not None:
         record["test"] = subset_record(eval_test, cfg.data.test_subset, cfg.seed)
-        indices["test"] = [int(i) for i in getattr(eval_test, "indices", range(len(eval_test)))]  # type: ignore[arg-type]
+        indices["test"] = whole_split(eval_test)[1]
     (run_dir / EVAL_INDICES).write_text(json.dumps(indices))
     record["indices"] = EVAL_INDICES
     return record

@@ -165,9 +165,7 @@ def test_syre_off_and_on_and_export_loads_with_timm_alone(tiny: list[str], tmp_p
     for split, dataset in (("train", train), ("test", test)):
         (images / split).mkdir(parents=True)
         for position in range(len(dataset)):
-            dataset._image(int(dataset.indices[position])).save(
-                images / split / f"{position:05d}.png"
-            )
+            dataset._image(position).save(images / split / f"{position:05d}.png")
     script = textwrap.dedent(
         f"""
         import sys, glob, numpy as np, timm, torch

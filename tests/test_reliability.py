@@ -30,7 +30,8 @@ from PIL import Image
 from ssl_syre.checkpoint import AtomicCheckpointIO, load_checkpoint
 from ssl_syre.errors import UserError, run_cli
 from ssl_syre.methods.base import SSLMethod
-from ssl_syre.pipeline import RUN_DIR_ENV, main
+from ssl_syre.pipeline import main
+from ssl_syre.run_dir import RUN_DIR_ENV
 from tests.conftest import ROOT, TINY
 
 # TINY, cheaper still: 2 steps of 32 images per epoch, no online or linear evaluation.
@@ -363,14 +364,14 @@ def test_a_new_run_never_overwrites_a_run_directory(
     assert snapshot(finished_run) == before
 
     # Auto names are <method>_<data>_<time>: two runs in the same second get a suffix.
-    import ssl_syre.pipeline as pipeline
+    import ssl_syre.run_dir as run_dir
 
-    class Frozen(pipeline.datetime):  # type: ignore[misc, name-defined]
+    class Frozen(run_dir.datetime):  # type: ignore[misc, name-defined]
         @classmethod
         def now(cls, tz: Any = None) -> Any:
-            return pipeline.datetime(2025, 1, 2, 3, 4, 5)
+            return run_dir.datetime(2025, 1, 2, 3, 4, 5)
 
-    monkeypatch.setattr(pipeline, "datetime", Frozen)
+    monkeypatch.setattr(run_dir, "datetime", Frozen)
     monkeypatch.delenv(RUN_DIR_ENV, raising=False)
     # Twice in one process, as a notebook or sweep script would: the second run must not
     # take the first one's directory from the variable that DDP children inherit.

@@ -1,6 +1,7 @@
 """Data: data sets held as uint8 arrays (datasets.py), image folders (imagefolder.py), the
-registry and build functions (registry.py), per-image transforms (transforms.py), batched
-augmentation on the training device (augment.py) and the training loaders (loaders.py)."""
+registry and build functions (registry.py), seeded subsets (subsets.py), per-image transforms
+(transforms.py), batched augmentation on the training device (augment.py) and the training
+loaders (loaders.py)."""
 
 from ssl_syre.data.datasets import (
     DEBIAN_FASHION_MNIST,
@@ -20,8 +21,8 @@ from ssl_syre.data.registry import (
     build_ssl_dataset,
     data_info,
     ssl_transform_kwargs,
-    subset_record,
 )
+from ssl_syre.data.subsets import LabelledSubset, seeded_subset, subset_record, whole_split
 from ssl_syre.data.transforms import eval_transform, uint8_transform
 
 __all__ = [
@@ -36,12 +37,15 @@ __all__ = [
     "DatasetSpec",
     "ImageDataset",
     "ImageFileDataset",
+    "LabelledSubset",
     "build_eval_datasets",
     "build_ssl_dataset",
     "data_info",
     "eval_transform",
     "read_idx",
+    "seeded_subset",
     "ssl_transform_kwargs",
     "subset_record",
     "uint8_transform",
+    "whole_split",
 ]

@@ -1,7 +1,7 @@
 """In-memory data sets: Fashion-MNIST (our IDX reader), scikit-learn digits, CIFAR and STL-10.
 
 Each split is held as one uint8 array; `ArrayImageDataset` serves PIL images per item for the
-workers path and `uint8_images()` hands the whole array to the device path as a tensor.
+workers path and `uint8_images()` hands the array to the device path as a tensor.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ssl_syre.config import DataConfig
 from ssl_syre.errors import UserError
 
 Transform = Callable[[Image.Image], Any]
@@ -84,7 +85,7 @@ class DatasetSpec:
     native_size: int | None
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    load: Callable[[Any, str, Transform | None], ImageDataset | None]
+    load: Callable[[DataConfig, str, Transform | None], ImageDataset | None]
     augment: dict[str, Any] = field(default_factory=dict)
 
 
@@ -93,45 +94,27 @@ class DatasetSpec:
 
 
 class ImageDataset(Dataset):
-    """A split of PIL images with integer labels (-1 when unlabelled), restricted to `indices`.
+    """A whole split of PIL images with integer labels (-1 when unlabelled).
 
-    Items are `(transform(image), label)`; `select` makes a subset that shares the storage.
+    Items are `(transform(image), label)`; `seeded_subset` (subsets.py) restricts a split
+    to some of its items with torch's `Subset`, sharing the storage.
     """
 
-    def __init__(
-        self,
-        all_labels: np.ndarray,
-        transform: Transform | None = None,
-        indices: np.ndarray | None = None,
-    ) -> None:
-        self._all_labels = np.asarray(all_labels, dtype=np.int64)
-        self.indices = np.arange(len(self._all_labels)) if indices is None else indices
+    def __init__(self, labels: np.ndarray, transform: Transform | None = None) -> None:
+        self.labels = np.asarray(labels, dtype=np.int64)
         self.transform = transform
 
     def __len__(self) -> int:
-        return len(self.indices)
-
-    @property
-    def labels(self) -> np.ndarray:
-        """The labels of this split (or subset), in item order, without decoding any image."""
-        return self._all_labels[self.indices]
-
-    def select(self, positions: np.ndarray) -> ImageDataset:
-        """Return the items at `positions` of this data set as a new data set (no copy)."""
-        subset = object.__new__(type(self))
-        subset.__dict__.update(self.__dict__)
-        subset.indices = self.indices[np.asarray(positions, dtype=np.int64)]
-        return subset
+        return len(self.labels)
 
     def _image(self, index: int) -> Image.Image:
         raise NotImplementedError
 
     def _item(self, index: int, image: Image.Image) -> tuple[Any, int]:
         sample = self.transform(image) if self.transform is not None else image
-        return sample, int(self._all_labels[index])
+        return sample, int(self.labels[index])
 
-    def __getitem__(self, position: int) -> tuple[Any, int]:
-        index = int(self.indices[position])
+    def __getitem__(self, index: int) -> tuple[Any, int]:
         return self._item(index, self._image(index))
 
 
@@ -139,30 +122,27 @@ class ArrayImageDataset(ImageDataset):
     """Images held in memory as a uint8 array, (N, H, W) for grey or (N, H, W, 3) for colour.
 
     PIL images ('L' or 'RGB') are built per item: the compact array is what forked DataLoader
-    workers share, and a subset is only an index array over it.
+    workers share, and a subset is only a list of positions over it.
     """
 
     def __init__(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        transform: Transform | None = None,
-        indices: np.ndarray | None = None,
+        self, images: np.ndarray, labels: np.ndarray, transform: Transform | None = None
     ) -> None:
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels):
             raise ValueError(
                 f"expected uint8 images (N, H, W[, 3]) and N labels, got {images.dtype} "
                 f"{images.shape} and {len(labels)} labels"
             )
-        super().__init__(labels, transform, indices)
+        super().__init__(labels, transform)
         self.images = images
 
     def _image(self, index: int) -> Image.Image:
         return Image.fromarray(np.ascontiguousarray(self.images[index]))
 
-    def uint8_images(self) -> torch.Tensor:
-        """This split (or subset) as one uint8 tensor (N, C, H, W), in item order."""
-        images = torch.from_numpy(np.ascontiguousarray(self.images[self.indices]))
+    def uint8_images(self, positions: Sequence[int] | None = None) -> torch.Tensor:
+        """The images at `positions` (default: all) as one uint8 tensor (N, C, H, W)."""
+        chosen = self.images if positions is None else self.images[np.asarray(positions)]
+        images = torch.from_numpy(np.ascontiguousarray(chosen))
         if images.ndim == 3:
             return images.unsqueeze(1)
         return images.permute(0, 3, 1, 2).contiguous()
@@ -223,8 +203,8 @@ def _find_idx_pair(folder: Path, split: str) -> tuple[Path, Path] | None:
     return None
 
 
-def _load_fashion_mnist(
-    data_cfg: Any, split: str, transform: Transform | None
+def load_fashion_mnist(
+    data_cfg: DataConfig, split: str, transform: Transform | None
 ) -> ArrayImageDataset:
     split = "test" if split == "test" else "train"
     if data_cfg.root:
@@ -279,10 +259,10 @@ def _one_line(error: BaseException) -> str:
 
 @lru_cache(maxsize=1)
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits as sklearn_digits
     from sklearn.model_selection import train_test_split
 
-    digits = load_digits()
+    digits = sklearn_digits()
     images = np.round(digits.images * (255 / 16)).astype(np.uint8)  # values are 0..16
     labels = digits.target.astype(np.int64)
     # A constant seed: the test set must not change with the run's seed.
@@ -294,7 +274,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return images, labels, np.sort(train), np.sort(test)
 
 
-def _load_digits(data_cfg: Any, split: str, transform: Transform | None) -> ArrayImageDataset:
+def load_digits(data_cfg: DataConfig, split: str, transform: Transform | None) -> ArrayImageDataset:
     images, labels, train, test = _digits_arrays()
     rows = test if split == "test" else train
     return ArrayImageDataset(images[rows], labels[rows], transform)
@@ -304,21 +284,21 @@ def _load_digits(data_cfg: Any, split: str, transform: Transform | None) -> Arra
 # torchvision data sets (CIFAR-10/100, STL-10)
 
 
-def _torchvision_loader(
+def torchvision_loader(
     title: str,
     class_name: str,
     default_root: str,
     folder: str,
     url: str,
     splits: dict[str, dict[str, Any]],
-) -> Callable[[Any, str, Transform | None], ArrayImageDataset]:
+) -> Callable[[DataConfig, str, Transform | None], ArrayImageDataset]:
     """A loader for a torchvision data set held in memory as uint8 arrays.
 
     `splits` maps 'ssl', 'train' and 'test' to the torchvision keyword arguments that select
     that split (train=True, split='train+unlabeled', ...).
     """
 
-    def load(data_cfg: Any, split: str, transform: Transform | None) -> ArrayImageDataset:
+    def load(data_cfg: DataConfig, split: str, transform: Transform | None) -> ArrayImageDataset:
         import torchvision.datasets
 
         root = Path(data_cfg.root or default_root).expanduser()

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension, make_dataset
 
+from ssl_syre.config import DataConfig
 from ssl_syre.data.datasets import ImageDataset, Transform
 from ssl_syre.errors import UserError
 
@@ -29,26 +30,22 @@ MAX_SKIPPED_IN_A_ROW = 32
 class ImageFileDataset(ImageDataset):
     """Image files decoded on access and converted to RGB.
 
-    A file that fails to decode is skipped with a warning naming it, and the next index's
-    sample is returned instead, so one bad file does not end a long run.
+    A file that fails to decode is skipped with a warning naming it, and the next file's
+    sample (in the split's order) is returned instead, so one bad file does not end a long run.
     """
 
     def __init__(
-        self,
-        paths: Sequence[str],
-        labels: np.ndarray,
-        transform: Transform | None = None,
-        indices: np.ndarray | None = None,
+        self, paths: Sequence[str], labels: np.ndarray, transform: Transform | None = None
     ) -> None:
-        super().__init__(labels, transform, indices)
+        super().__init__(labels, transform)
         self.paths = list(paths)
 
     def _image(self, index: int) -> Image.Image:
         return _open_rgb(self.paths[index])
 
-    def __getitem__(self, position: int) -> tuple[Any, int]:
+    def __getitem__(self, first: int) -> tuple[Any, int]:
         for attempt in range(min(len(self), MAX_SKIPPED_IN_A_ROW)):
-            index = int(self.indices[(position + attempt) % len(self)])
+            index = (first + attempt) % len(self)
             try:
                 image = self._image(index)
             except Exception as error:  # PIL raises many types for corrupt or truncated files
@@ -61,7 +58,7 @@ class ImageFileDataset(ImageDataset):
             return self._item(index, image)
         raise UserError(
             f"{MAX_SKIPPED_IN_A_ROW} image files in a row failed to decode, starting at "
-            f"'{self.paths[int(self.indices[position])]}'; check that the image folder is intact"
+            f"'{self.paths[first]}'; check that the image folder is intact"
         )
 
 
@@ -79,7 +76,7 @@ def _open_rgb(path: str) -> Image.Image:
 # imagefolder
 
 
-def _imagefolder_root(path: str | None, key: str) -> Path:
+def imagefolder_root(path: str | None, key: str) -> Path:
     if not path:
         raise UserError(f"{key} is not set; set {key}=<folder of images> for data.name=imagefolder")
     root = Path(path).expanduser()
@@ -89,7 +86,7 @@ def _imagefolder_root(path: str | None, key: str) -> Path:
     return root
 
 
-def _class_folders(root: Path, key: str) -> list[str]:
+def class_folders(root: Path, key: str) -> list[str]:
     """Sorted class sub-folder names. Like torchvision's `find_classes`, but hidden folders
     are not classes and an empty root is a one-line UserError, not FileNotFoundError."""
     classes = sorted(
@@ -178,7 +175,7 @@ def _scan_imagefolder(
         paths = _image_files(root)
         labels = [-1] * len(paths)
     else:
-        classes = _class_folders(root, key)
+        classes = class_folders(root, key)
         unknown = [name for name in classes if name not in class_to_index]
         if unknown:
             raise UserError(
@@ -208,19 +205,19 @@ def _scan_imagefolder(
     return ImageFileDataset(paths, np.asarray(labels, dtype=np.int64))
 
 
-def _load_imagefolder(
-    data_cfg: Any, split: str, transform: Transform | None
+def load_imagefolder(
+    data_cfg: DataConfig, split: str, transform: Transform | None
 ) -> ImageFileDataset | None:
-    root = _imagefolder_root(data_cfg.root, "data.root")
-    train_classes = _class_folders(root, "data.root") if data_cfg.labelled else None
+    root = imagefolder_root(data_cfg.root, "data.root")
+    train_classes = class_folders(root, "data.root") if data_cfg.labelled else None
     if split != "test":
         mapping = None if train_classes is None else {c: i for i, c in enumerate(train_classes)}
         dataset = _scan_imagefolder(root, "data.root", mapping)
     else:
         if not data_cfg.test_root:
             return None
-        test_root = _imagefolder_root(data_cfg.test_root, "data.test_root")
-        classes = train_classes or _class_folders(test_root, "data.test_root")
+        test_root = imagefolder_root(data_cfg.test_root, "data.test_root")
+        classes = train_classes or class_folders(test_root, "data.test_root")
         dataset = _scan_imagefolder(
             test_root, "data.test_root", {c: i for i, c in enumerate(classes)}
         )

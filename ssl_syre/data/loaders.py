@@ -12,14 +12,14 @@ The order comes from `EpochSampler` (a pure function of seed and epoch) in every
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from ssl_syre.callbacks import EpochSampler
-from ssl_syre.data.datasets import ArrayImageDataset, ImageDataset
+from ssl_syre.config import DataConfig
+from ssl_syre.data.datasets import ArrayImageDataset
+from ssl_syre.data.subsets import whole_split
 
 
 class TensorBatches(Dataset):
@@ -41,19 +41,20 @@ class TensorBatches(Dataset):
 
 
 def train_loader(
-    dataset: ImageDataset, data_cfg: Any, seed: int, augment_on: str
+    dataset: Dataset, data_cfg: DataConfig, seed: int, augment_on: str
 ) -> tuple[DataLoader, EpochSampler]:
     """The SSL training loader and the sampler whose epoch `ReseedEachEpoch` sets.
 
     `dataset` carries the transform of its path: lightly's views (workers), None (device,
     in memory) or `uint8_transform` (device, image folders).
     """
-    sampler = EpochSampler(len(dataset), seed)
+    sampler = EpochSampler(len(dataset), seed)  # type: ignore[arg-type]
     batch_size = int(data_cfg.batch_size)
     pin = torch.cuda.is_available()
-    if augment_on == "device" and isinstance(dataset, ArrayImageDataset):
+    split, positions = whole_split(dataset)
+    if augment_on == "device" and isinstance(split, ArrayImageDataset):
         batches = TensorBatches(
-            dataset.uint8_images(), torch.from_numpy(dataset.labels.astype("int64"))
+            split.uint8_images(positions), torch.from_numpy(split.labels[positions])
         )
         loader = DataLoader(
             batches,

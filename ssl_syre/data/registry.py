@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch.utils.data import Dataset
 
+from ssl_syre.config import DataConfig
 from ssl_syre.data.datasets import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     DataInfo,
     DatasetSpec,
-    ImageDataset,
     Transform,
-    _load_digits,
-    _load_fashion_mnist,
-    _torchvision_loader,
+    load_digits,
+    load_fashion_mnist,
+    torchvision_loader,
 )
-from ssl_syre.data.imagefolder import _class_folders, _imagefolder_root, _load_imagefolder
+from ssl_syre.data.imagefolder import class_folders, imagefolder_root, load_imagefolder
+from ssl_syre.data.subsets import seeded_subset
 from ssl_syre.data.transforms import eval_transform
 from ssl_syre.errors import UserError, suggest
 
@@ -37,7 +37,7 @@ DATASETS: dict[str, DatasetSpec] = {
             native_size=28,
             mean=(0.2860,),
             std=(0.3530,),
-            load=_load_fashion_mnist,
+            load=load_fashion_mnist,
         ),
         DatasetSpec(
             name="digits",
@@ -48,7 +48,7 @@ DATASETS: dict[str, DatasetSpec] = {
             native_size=8,
             mean=(0.3053,),  # over all 1,797 images scaled to [0, 1]
             std=(0.3759,),
-            load=_load_digits,
+            load=load_digits,
             # A crop below ~40% of an 8x8 digit keeps a few pixels and no digit.
             augment={"min_scale": 0.4},
         ),
@@ -61,7 +61,7 @@ DATASETS: dict[str, DatasetSpec] = {
             native_size=32,
             mean=(0.4914, 0.4822, 0.4465),
             std=(0.2470, 0.2435, 0.2616),
-            load=_torchvision_loader(
+            load=torchvision_loader(
                 "CIFAR-10",
                 "CIFAR10",
                 "data/cifar10",
@@ -79,7 +79,7 @@ DATASETS: dict[str, DatasetSpec] = {
             native_size=32,
             mean=(0.5071, 0.4865, 0.4409),
             std=(0.2673, 0.2564, 0.2762),
-            load=_torchvision_loader(
+            load=torchvision_loader(
                 "CIFAR-100",
                 "CIFAR100",
                 "data/cifar100",
@@ -97,7 +97,7 @@ DATASETS: dict[str, DatasetSpec] = {
             native_size=96,
             mean=(0.4467, 0.4398, 0.4066),
             std=(0.2603, 0.2566, 0.2713),
-            load=_torchvision_loader(
+            load=torchvision_loader(
                 "STL-10",
                 "STL10",
                 "data/stl10",
@@ -119,7 +119,7 @@ DATASETS: dict[str, DatasetSpec] = {
             native_size=None,
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
-            load=_load_imagefolder,
+            load=load_imagefolder,
         ),
     )
 }
@@ -129,7 +129,7 @@ DATASETS: dict[str, DatasetSpec] = {
 # Public API
 
 
-def _spec(data_cfg: Any) -> DatasetSpec:
+def _spec(data_cfg: DataConfig) -> DatasetSpec:
     name = data_cfg.name
     if name not in DATASETS:
         raise UserError(
@@ -139,7 +139,7 @@ def _spec(data_cfg: Any) -> DatasetSpec:
     return DATASETS[name]
 
 
-def data_info(data_cfg: Any) -> DataInfo:
+def data_info(data_cfg: DataConfig) -> DataInfo:
     """Describe the configured data set without decoding it.
 
     Only imagefolder touches the disk: it checks the root and counts class sub-folders.
@@ -154,8 +154,8 @@ def data_info(data_cfg: Any) -> DataInfo:
         raise UserError(f"data.image_size must be a positive integer, got {image_size}")
     num_classes = spec.num_classes
     if spec.name == "imagefolder":
-        root = _imagefolder_root(data_cfg.root, "data.root")
-        num_classes = len(_class_folders(root, "data.root")) if data_cfg.labelled else 0
+        root = imagefolder_root(data_cfg.root, "data.root")
+        num_classes = len(class_folders(root, "data.root")) if data_cfg.labelled else 0
     return DataInfo(
         name=spec.name,
         in_chans=spec.in_chans,
@@ -170,7 +170,7 @@ def data_info(data_cfg: Any) -> DataInfo:
 BLUR_MAX_SIZE = 32
 
 
-def ssl_transform_kwargs(info: DataInfo, data_cfg: Any) -> dict[str, Any]:
+def ssl_transform_kwargs(info: DataInfo, data_cfg: DataConfig) -> dict[str, Any]:
     """Keyword arguments for lightly's SimCLRTransform, SimSiamTransform, BYOLView1Transform
     and BYOLView2Transform.
 
@@ -202,38 +202,7 @@ def ssl_transform_kwargs(info: DataInfo, data_cfg: Any) -> dict[str, Any]:
     return kwargs
 
 
-def _subset(dataset: ImageDataset, size: int | None, seed: int, key: str) -> ImageDataset:
-    """A seeded random subset; the same seed and split length give the same items."""
-    if size is None:
-        return dataset
-    if size <= 0:
-        raise UserError(f"{key} must be a positive integer or null (all), got {size}")
-    if size >= len(dataset):
-        return dataset
-    generator = torch.Generator().manual_seed(int(seed))
-    positions = torch.randperm(len(dataset), generator=generator)[:size]
-    return dataset.select(positions.sort().values.numpy())
-
-
-def subset_record(dataset: Dataset, size: int | None, seed: int) -> dict[str, Any]:
-    """How an evaluation split was drawn, in words a reader can redo without this package.
-
-    `size` and `seed` are what `_subset` was given (`data.train_subset` / `data.test_subset`,
-    the run's seed); the rule is the one `_subset` applies.
-    """
-    total = len(dataset._all_labels) if isinstance(dataset, ImageDataset) else len(dataset)  # type: ignore[arg-type]
-    record: dict[str, Any] = {"size": len(dataset), "of": total}  # type: ignore[arg-type]
-    if size is None or size >= total:
-        record["rule"] = "all items, in the split's order"
-    else:
-        record["rule"] = (
-            f"positions sorted(torch.randperm({total}, generator=torch.Generator()"
-            f".manual_seed({seed}))[:{size}]) of the split, in its order"
-        )
-    return record
-
-
-def build_ssl_dataset(data_cfg: Any, transform: Transform, seed: int) -> ImageDataset:
+def build_ssl_dataset(data_cfg: DataConfig, transform: Transform | None, seed: int) -> Dataset:
     """The split used for self-supervised training, with `data.train_subset` applied.
 
     Items are `(transform(image), label)`: images are PIL 'L' (1 channel) or 'RGB' (3), the
@@ -248,12 +217,12 @@ def build_ssl_dataset(data_cfg: Any, transform: Transform, seed: int) -> ImageDa
     spec = _spec(data_cfg)
     dataset = spec.load(data_cfg, "ssl", transform)
     assert dataset is not None  # every data set has a training split
-    return _subset(dataset, data_cfg.train_subset, seed, "data.train_subset")
+    return seeded_subset(dataset, data_cfg.train_subset, seed, "data.train_subset")
 
 
 def build_eval_datasets(
-    data_cfg: Any, seed: int, normalize: bool = True
-) -> tuple[ImageDataset, ImageDataset | None]:
+    data_cfg: DataConfig, seed: int, normalize: bool = True
+) -> tuple[Dataset, Dataset | None]:
     """(train split, test split or None) with `eval_transform`; items `(CxHxW float tensor,
     int label)`. `data.train_subset` and `data.test_subset` apply, seeded with `seed`.
 
@@ -266,8 +235,8 @@ def build_eval_datasets(
     transform = eval_transform(data_info(data_cfg), normalize=normalize)
     train = spec.load(data_cfg, "train", transform)
     assert train is not None
-    train = _subset(train, data_cfg.train_subset, seed, "data.train_subset")
+    train = seeded_subset(train, data_cfg.train_subset, seed, "data.train_subset")
     test = spec.load(data_cfg, "test", transform)
     if test is not None:
-        test = _subset(test, data_cfg.test_subset, seed, "data.test_subset")
+        test = seeded_subset(test, data_cfg.test_subset, seed, "data.test_subset")
     return train, test

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from ssl_syre.config import Config
+
+FEATURE_KINDS = ("backbone", "projector", "raw_pixels")
 
 
 @dataclass
@@ -86,3 +92,66 @@ def raw_pixels(loader: DataLoader) -> Features:
         images.append(batch.flatten(1).float())
         labels.append(torch.as_tensor(targets))
     return Features(labels=torch.cat(labels), by_kind={"raw_pixels": torch.cat(images)})
+
+
+def split_features(
+    backbone: nn.Module,
+    projector: Callable[[Tensor], Tensor] | None,
+    cfg: Config,
+    kinds: Sequence[str],
+    device: torch.device | str | None = None,
+    datasets: tuple[Dataset, Dataset | None] | None = None,
+) -> tuple[Features, Features | None]:
+    """Features of the evaluation splits (train, test) for each kind of FEATURE_KINDS in `kinds`.
+
+    The one path from weights to features, for the end of training and for eval/*.py alike:
+    the same data sets (`build_eval_datasets(cfg.data, cfg.seed)`), eval transform and batch
+    size (`cfg.eval.batch_size`), so that eval/knn.py reproduces metrics.json exactly from the
+    same weights. Learned features are extracted once per split; raw pixels come from the
+    same images without normalisation. `by_kind` follows the order of `kinds`.
+
+    Args:
+        backbone: The feature extractor, already on `device`.
+        projector: The projection head over backbone features; used for "projector" only.
+        cfg: The run's config: `data`, `seed` and `eval.batch_size` are read.
+        kinds: Feature kinds to compute, from FEATURE_KINDS.
+        device: Where to run; None means the device of the backbone's parameters.
+        datasets: The (train, test) evaluation data sets when the caller has built them
+            already; built from `cfg` otherwise.
+
+    Returns:
+        `(train, test)`; `test` is None when the data have no test split.
+    """
+    from ssl_syre.data import build_eval_datasets
+
+    sets = datasets if datasets is not None else build_eval_datasets(cfg.data, cfg.seed)
+    named = [
+        (dataset, split)
+        for dataset, split in zip(sets, ("train", "test"), strict=True)
+        if dataset is not None
+    ]
+    batch = int(cfg.eval.batch_size)
+    splits: list[Features] = []
+    if any(kind != "raw_pixels" for kind in kinds):
+        for dataset, split in named:
+            features = extract_features(
+                backbone,
+                eval_loader(dataset, batch),
+                projector=projector if "projector" in kinds else None,
+                device=device,
+                progress=f"features ({split})",
+            )
+            splits.append(features)
+    if "raw_pixels" in kinds:
+        unnormalised = build_eval_datasets(cfg.data, cfg.seed, normalize=False)
+        raw = [
+            raw_pixels(eval_loader(dataset, batch))
+            for dataset in unnormalised
+            if dataset is not None
+        ]
+        splits = splits or raw
+        for features, pixels in zip(splits, raw, strict=True):
+            features.by_kind.update(pixels.by_kind)
+    for features in splits:
+        features.by_kind = {kind: features.by_kind[kind] for kind in kinds}
+    return splits[0], (splits[1] if len(splits) > 1 else None)

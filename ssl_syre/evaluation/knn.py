@@ -55,7 +55,7 @@ def knn_search(
         >>> sims.shape, idx.shape
         (torch.Size([5, 3]), torch.Size([5, 3]))
     """
-    train_x, test_x = _as_features(train, "train"), _as_features(test, "test")
+    train_x, test_x = as_features(train, "train"), as_features(test, "test")
     _check_dimensions(train_x, test_x)
     if not 1 <= k <= len(train_x):
         raise ValueError(f"k must be in [1, {len(train_x)}] (the train set size), got {k}")
@@ -100,9 +100,9 @@ def knn_predictions(
     Raises:
         ValueError: On missing or out-of-range labels, an empty ``ks`` or a k below 1.
     """
-    train_x = _as_features(train_features, "train_features")
-    test_x = _as_features(test_features, "test_features")
-    labels = _as_labels(train_labels, len(train_x), num_classes, "train_labels")
+    train_x = as_features(train_features, "train_features")
+    test_x = as_features(test_features, "test_features")
+    labels = as_labels(train_labels, len(train_x), num_classes, "train_labels")
     _check_dimensions(train_x, test_x)
     used_ks = clamp_ks(ks, len(train_x))
     torch_device = _torch_device(device)
@@ -175,8 +175,8 @@ def knn_classify(
     """
     if test_labels is None:
         raise ValueError("kNN accuracy needs test labels; skip kNN for unlabelled data")
-    test_x = _as_features(test_features, "test_features")
-    targets = _as_labels(test_labels, len(test_x), num_classes, "test_labels")
+    test_x = as_features(test_features, "test_features")
+    targets = as_labels(test_labels, len(test_x), num_classes, "test_labels")
     predictions = knn_predictions(
         train_features,
         train_labels,
@@ -201,7 +201,7 @@ def knn_classify(
     return records
 
 
-def _as_features(features: ArrayLike, name: str) -> torch.Tensor:
+def as_features(features: ArrayLike, name: str) -> torch.Tensor:
     """A 2-D float32 CPU tensor, sharing memory with the input where it already is one."""
     tensor = torch.as_tensor(features).detach().to("cpu", torch.float32)
     if tensor.ndim != 2:
@@ -227,7 +227,7 @@ def _check_dimensions(train: torch.Tensor, test: torch.Tensor) -> None:
         )
 
 
-def _as_labels(labels: ArrayLike | None, length: int, num_classes: int, name: str) -> torch.Tensor:
+def as_labels(labels: ArrayLike | None, length: int, num_classes: int, name: str) -> torch.Tensor:
     if labels is None:
         raise ValueError(f"{name} is missing; kNN needs labels")
     tensor = torch.as_tensor(labels).detach().cpu()

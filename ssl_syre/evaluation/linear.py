@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_syre.evaluation.knn import _as_features, _as_labels
+from ssl_syre.evaluation.knn import as_features, as_labels
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -83,14 +83,14 @@ def linear_probe(
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
     lr = 2e-3 if lr is None else lr
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    x_train = _as_features(train_features, "train_features").to(device)
-    x_test = _as_features(test_features, "test_features").to(device)
+    x_train = as_features(train_features, "train_features").to(device)
+    x_test = as_features(test_features, "test_features").to(device)
     if x_train.shape[1] != x_test.shape[1]:
         raise ValueError(
             f"train and test features differ in dimension: {x_train.shape[1]} vs {x_test.shape[1]}"
         )
-    y_train = _as_labels(train_labels, len(x_train), num_classes, "train_labels").to(device)
-    y_test = _as_labels(test_labels, len(x_test), num_classes, "test_labels").to(device)
+    y_train = as_labels(train_labels, len(x_train), num_classes, "train_labels").to(device)
+    y_test = as_labels(test_labels, len(x_test), num_classes, "test_labels").to(device)
 
     mean = x_train.mean(dim=0)
     std = (x_train.var(dim=0, correction=0) + _STD_EPS).sqrt()

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
+from ssl_syre.config import EvalConfig
 from ssl_syre.evaluation.collapse import (
     collapse_metrics,
     plot_spectra,
@@ -37,7 +37,7 @@ def knn_records(
     train: Features,
     test: Features,
     num_classes: int,
-    eval_cfg: DictConfig,
+    eval_cfg: EvalConfig,
     kinds: list[str],
     device: str | None = None,
 ) -> Records:
@@ -86,7 +86,7 @@ def linear_probe_records(
     train: Features,
     test: Features,
     num_classes: int,
-    eval_cfg: DictConfig,
+    eval_cfg: EvalConfig,
     kinds: list[str],
     device: str | None = None,
 ) -> Records:
@@ -114,7 +114,7 @@ def evaluate_features(
     train: Features,
     test: Features | None,
     num_classes: int,
-    eval_cfg: DictConfig,
+    eval_cfg: EvalConfig,
     out_dir: Path | None = None,
     linear: bool | None = None,
 ) -> dict[str, Records]:

@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
 from ssl_syre.backbones import backbone_kwargs_for_size, check_input_size, create_backbone
-from ssl_syre.config import syre_mode, with_defaults
+from ssl_syre.config import DataConfig, syre_mode, with_defaults
 from ssl_syre.data import DataInfo
 from ssl_syre.data.augment import BatchAugment, ViewRecipe, augment_seed, process_rank
 from ssl_syre.errors import UserError, suggest
@@ -134,17 +134,17 @@ class SSLMethod(pl.LightningModule):
         return self.projection_head(features)
 
     @classmethod
-    def build_transform(cls, info: DataInfo, data_cfg: DictConfig) -> Callable[[Any], list[Tensor]]:
+    def build_transform(cls, info: DataInfo, data_cfg: DataConfig) -> Callable[[Any], list[Tensor]]:
         """lightly's per-image transform, for data.augment_on=workers."""
         raise NotImplementedError
 
     @classmethod
-    def view_recipes(cls, info: DataInfo, data_cfg: DictConfig) -> list[ViewRecipe]:
+    def view_recipes(cls, info: DataInfo, data_cfg: DataConfig) -> list[ViewRecipe]:
         """The same views as `build_transform`, as recipes for the batched device path."""
         raise NotImplementedError
 
     @classmethod
-    def build_augmentation(cls, info: DataInfo, data_cfg: DictConfig) -> BatchAugment:
+    def build_augmentation(cls, info: DataInfo, data_cfg: DataConfig) -> BatchAugment:
         return BatchAugment(cls.view_recipes(info, data_cfg))
 
     # ----- shared machinery --------------------------------------------------------------------

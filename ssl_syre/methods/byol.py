@@ -14,9 +14,9 @@ from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform
 from lightly.utils.scheduler import cosine_schedule
-from omegaconf import DictConfig
 from torch import Tensor
 
+from ssl_syre.config import DataConfig
 from ssl_syre.data import DataInfo, ssl_transform_kwargs
 from ssl_syre.data.augment import ViewRecipe
 from ssl_syre.methods.base import SSLMethod
@@ -81,7 +81,7 @@ class BYOL(SSLMethod):
         return 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
 
     @classmethod
-    def build_transform(cls, info: DataInfo, data_cfg: DictConfig) -> BYOLTransform:
+    def build_transform(cls, info: DataInfo, data_cfg: DataConfig) -> BYOLTransform:
         kwargs = ssl_transform_kwargs(info, data_cfg)
         return BYOLTransform(
             view_1_transform=BYOLView1Transform(**kwargs),
@@ -89,7 +89,7 @@ class BYOL(SSLMethod):
         )
 
     @classmethod
-    def view_recipes(cls, info: DataInfo, data_cfg: DictConfig) -> list[ViewRecipe]:
+    def view_recipes(cls, info: DataInfo, data_cfg: DataConfig) -> list[ViewRecipe]:
         """Asymmetric, as lightly's BYOLTransform: blur 1.0 / 0.1, solarization 0 / 0.2."""
         kwargs = ssl_transform_kwargs(info, data_cfg)
         return [

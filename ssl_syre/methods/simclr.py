@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from lightly.transforms import SimCLRTransform, SimCLRViewTransform
-from omegaconf import DictConfig
 from torch import Tensor
 
+from ssl_syre.config import DataConfig
 from ssl_syre.data import DataInfo, ssl_transform_kwargs
 from ssl_syre.data.augment import ViewRecipe
 from ssl_syre.methods.base import SSLMethod
@@ -55,11 +55,11 @@ class SimCLR(SSLMethod):
         return self.criterion(z0, z1)
 
     @classmethod
-    def build_transform(cls, info: DataInfo, data_cfg: DictConfig) -> SimCLRTransform:
+    def build_transform(cls, info: DataInfo, data_cfg: DataConfig) -> SimCLRTransform:
         return SimCLRTransform(**ssl_transform_kwargs(info, data_cfg))
 
     @classmethod
-    def view_recipes(cls, info: DataInfo, data_cfg: DictConfig) -> list[ViewRecipe]:
+    def view_recipes(cls, info: DataInfo, data_cfg: DataConfig) -> list[ViewRecipe]:
         recipe = ViewRecipe.from_lightly(
             SimCLRViewTransform, **ssl_transform_kwargs(info, data_cfg)
         )

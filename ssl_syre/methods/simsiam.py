@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
 from lightly.transforms import SimSiamTransform, SimSiamViewTransform
-from omegaconf import DictConfig
 from torch import Tensor
 
+from ssl_syre.config import DataConfig
 from ssl_syre.data import DataInfo, ssl_transform_kwargs
 from ssl_syre.data.augment import ViewRecipe
 from ssl_syre.methods.base import SSLMethod
@@ -49,11 +49,11 @@ class SimSiam(SSLMethod):
         return 0.5 * (self.criterion(p0, z1.detach()) + self.criterion(p1, z0.detach()))
 
     @classmethod
-    def build_transform(cls, info: DataInfo, data_cfg: DictConfig) -> SimSiamTransform:
+    def build_transform(cls, info: DataInfo, data_cfg: DataConfig) -> SimSiamTransform:
         return SimSiamTransform(**ssl_transform_kwargs(info, data_cfg))
 
     @classmethod
-    def view_recipes(cls, info: DataInfo, data_cfg: DictConfig) -> list[ViewRecipe]:
+    def view_recipes(cls, info: DataInfo, data_cfg: DataConfig) -> list[ViewRecipe]:
         recipe = ViewRecipe.from_lightly(
             SimSiamViewTransform, **ssl_transform_kwargs(info, data_cfg)
         )
