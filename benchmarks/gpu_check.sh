@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-GPU check, under 8 minutes: SimCLR + ResNet-18 (3x3 stem) throughput at 32x32 (fp32/bf16,
+# One-GPU check, about 7 minutes: SimCLR + ResNet-18 (3x3 stem) throughput at 32x32 (fp32/bf16,
 # channels_last; model alone, batched augmentation alone, and train.py's path with lightly's
 # transforms in workers and with views made on the GPU), GPU utilisation sampled with nvidia-smi
 # while each path runs, SyRe overhead on the GPU, and per path the extrapolated time of
@@ -14,6 +14,13 @@ cd "$(dirname "$0")/.."
 RESULTS="${1:-${OUT:-benchmarks/results/gpu}}"
 mkdir -p "$RESULTS"
 PY="${PYTHON:-python3}"
+# The GPU image lacks lightly, faiss, omegaconf and kornia: they travel as wheels in .whl/
+# (benchmarks/fetch_gpu_wheels.sh fetches them) and are installed before anything is measured.
+if compgen -G ".whl/*.whl" > /dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || { echo "error: installing .whl/*.whl failed" >&2; exit 1; }
+  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
 SUMMARY="$RESULTS/summary.txt"
 : > "$SUMMARY"
 
@@ -39,11 +46,11 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run, log, record the exit status
 cat "$RESULTS/environment.txt" >> "$SUMMARY"
 
 # 1. The training step alone: fp32 / bf16 x contiguous / channels_last (about 1 min).
-step model_throughput 150 "$PY" benchmarks/gpu_throughput.py --parts model \
+step model_throughput 120 "$PY" benchmarks/gpu_throughput.py --parts model \
   --out "$RESULTS/model_throughput.json"
 
 # 2. Batched augmentation alone on the GPU (seconds).
-step augment_throughput 90 "$PY" benchmarks/gpu_throughput.py --parts augment \
+step augment_throughput 60 "$PY" benchmarks/gpu_throughput.py --parts augment \
   --out "$RESULTS/augment_throughput.json"
 
 # 3. train.py's path (Lightning, bf16-mixed, channels_last, SyRe on), once per augmentation
@@ -55,7 +62,7 @@ for path in workers device; do
   nvidia-smi --query-gpu=timestamp,utilization.gpu,utilization.memory,memory.used,power.draw \
     --format=csv,noheader,nounits -lms 500 > "$RESULTS/nvidia_smi_$path.csv" 2>/dev/null &
   SMI_PID=$!
-  step "pipeline_$path" 200 "$PY" benchmarks/gpu_throughput.py --parts pipeline \
+  step "pipeline_$path" 150 "$PY" benchmarks/gpu_throughput.py --parts pipeline \
     --augment-on "$path" --pipeline-steps 60 --out "$RESULTS/pipeline_$path.json"
   kill "$SMI_PID" 2>/dev/null
   wait "$SMI_PID" 2>/dev/null
@@ -78,7 +85,7 @@ PYEOF
 done
 
 # 4. SyRe overhead on the GPU: plain weight decay vs SyRe, interleaved (about 1.5 min).
-step syre_overhead 150 "$PY" benchmarks/syre_overhead.py --device cuda --model resnet18 \
+step syre_overhead 100 "$PY" benchmarks/syre_overhead.py --device cuda --model resnet18 \
   --batch-size 512 --steps 40 --out "$RESULTS/syre_overhead_cuda.json"
 
 echo "results in $RESULTS" | tee -a "$SUMMARY"
