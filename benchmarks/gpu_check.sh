@@ -50,7 +50,7 @@ step model_throughput 120 "$PY" benchmarks/gpu_throughput.py --parts model \
   --out "$RESULTS/model_throughput.json"
 
 # 2. Batched augmentation alone on the GPU (seconds).
-step augment_throughput 60 "$PY" benchmarks/gpu_throughput.py --parts augment \
+step augment_throughput 60 "$PY" benchmarks/gpu_throughput.py --parts augment --profile-dir "$RESULTS" \
   --out "$RESULTS/augment_throughput.json"
 
 # 3. train.py's path (Lightning, bf16-mixed, channels_last, SyRe on), once per augmentation
@@ -63,7 +63,7 @@ for path in workers device; do
     --format=csv,noheader,nounits -lms 500 > "$RESULTS/nvidia_smi_$path.csv" 2>/dev/null &
   SMI_PID=$!
   step "pipeline_$path" 150 "$PY" benchmarks/gpu_throughput.py --parts pipeline \
-    --augment-on "$path" --pipeline-steps 60 --out "$RESULTS/pipeline_$path.json"
+    --augment-on "$path" --pipeline-steps 150 --out "$RESULTS/pipeline_$path.json"
   kill "$SMI_PID" 2>/dev/null
   wait "$SMI_PID" 2>/dev/null
   "$PY" - "$path" "$RESULTS/nvidia_smi_$path.csv" "$RESULTS/pipeline_$path.json" >> "$SUMMARY" 2>&1 <<'PYEOF'

@@ -88,10 +88,22 @@ def model_step_throughput(
     }
 
 
+def cuda_ms(function: Any, repeats: int, warmup: int) -> float:
+    """Mean milliseconds of `function()` on the GPU, after `warmup` calls."""
+    for _ in range(warmup):
+        function()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    torch.cuda.synchronize()
+    return 1e3 * (time.perf_counter() - start) / repeats
+
+
 def augment_throughput(args: argparse.Namespace) -> dict[str, Any]:
     from lightly.transforms import SimCLRViewTransform
 
-    from ssl_syre.data.augment import BatchAugment, ViewRecipe
+    from ssl_syre.data.augment import BatchAugment, ViewRecipe, color_jitter
 
     normalize = {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]}
     recipe = ViewRecipe.from_lightly(
@@ -100,18 +112,47 @@ def augment_throughput(args: argparse.Namespace) -> dict[str, Any]:
     augment = BatchAugment([recipe, recipe]).cuda()
     images = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device="cuda")
     generator = torch.Generator(device="cuda").manual_seed(0)
-    for _ in range(args.warmup):
-        augment(images, generator)
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(args.model_steps):
-        augment(images, generator)
-    torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    ms = cuda_ms(lambda: augment(images, generator), args.model_steps, args.warmup)
+
+    # The colour jitter alone, both ways side by side (augment.color_jitter's docstring):
+    # masked (the GPU default) vs indexed rows (the CPU default; one host sync per step).
+    count = args.batch_size
+    pixels = torch.rand(count, 3, 32, 32, device="cuda")
+    factors = torch.rand(count, 4, device="cuda") * 0.8 + 0.6
+    factors[:, 3] -= 1.0
+    order = torch.argsort(torch.rand(count, 4, device="cuda"), dim=1)
+    apply = torch.rand(count, device="cuda") < 0.8
+    jitter_ms = {
+        way: cuda_ms(
+            lambda masked=masked: color_jitter(pixels, apply, factors, order, range(4), masked),
+            args.model_steps,
+            args.warmup,
+        )
+        for way, masked in (("masked", True), ("indexed", False))
+    }
+    profile = None
+    if args.profile_dir:  # where one batch's time goes, op by op
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                augment(images, generator)
+            torch.cuda.synchronize()
+        profile = Path(args.profile_dir) / "augment_profile.txt"
+        profile.parent.mkdir(parents=True, exist_ok=True)
+        averages = prof.key_averages()
+        profile.write_text(
+            averages.table(sort_by="self_cpu_time_total", row_limit=20)
+            + "\n"
+            + averages.table(sort_by="self_cuda_time_total", row_limit=20)
+        )
     return {
         "batch_size": args.batch_size,
-        "images_per_s": args.model_steps * args.batch_size / seconds,
-        "ms_per_batch": 1e3 * seconds / args.model_steps,
+        "images_per_s": args.batch_size / (ms / 1e3),
+        "ms_per_batch": ms,
+        "color_jitter_ms_one_view": jitter_ms,
+        "profile": str(profile) if profile else None,
         "note": "two views per image, lightly's SimCLR CIFAR recipe (no blur)",
     }
 
@@ -199,6 +240,7 @@ def main() -> None:
     parser.add_argument("--model-steps", type=int, default=30)
     parser.add_argument("--pipeline-steps", type=int, default=40)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--profile-dir", type=Path, help="augment part: write a torch profile")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this benchmark needs a GPU")

@@ -215,33 +215,55 @@ def _hue(images: Tensor, factor: Tensor) -> Tensor:
 
 
 def color_jitter(
-    images: Tensor, apply: Tensor, factors: Tensor, order: Tensor, colour: bool
+    images: Tensor,
+    apply: Tensor,
+    factors: Tensor,
+    order: Tensor,
+    adjustments: Sequence[int],
+    masked: bool | None = None,
 ) -> Tensor:
     """torchvision's ColorJitter per sample: `factors` (B, 4) are brightness, contrast,
-    saturation and hue; `order` (B, 4) a permutation per sample; `apply` (B,) who is jittered.
-    A neutral factor (range 0) skips that adjustment, as torchvision does."""
+    saturation and hue; `order` (B, 4) a permutation per sample; `apply` (B,) who is jittered;
+    `adjustments` the indices (0-3) that the recipe uses at all. A neutral factor skips that
+    adjustment for that sample, as torchvision does.
+
+    Two ways to give each sample its own order, chosen by device unless `masked` says:
+    - masked (GPU): each adjustment runs on the whole batch at each of the four positions and
+      `torch.where` keeps it for the samples whose turn it is. Four times the arithmetic, but
+      no host sync: indexing the chosen rows waits for the GPU at each (position, adjustment),
+      up to 16 times per view, which made the augmentation slower than the model step on an
+      H200 (benchmarks/RESULTS.md section 4).
+    - indexed (CPU): each adjustment runs on the rows whose turn it is only; on a CPU that is
+      4x less arithmetic (RGB views 4x faster) and a sync costs nothing.
+    """
     steps = [_brightness, _contrast, _saturation, _hue]
     neutral = images.new_tensor([1.0, 1.0, 1.0, 0.0])
-    active = factors != neutral
-    if not colour:  # PIL leaves saturation and hue of 'L' images unchanged
-        active[:, 2:] = False
-    output = images.clone()
+    active = apply.unsqueeze(1) & (factors != neutral)
+    if masked is None:
+        masked = images.device.type != "cpu"
+    output = images if masked else images.clone()
     for position in range(4):
-        for step_index, step in enumerate(steps):
-            chosen = apply & active[:, step_index] & (order[:, position] == step_index)
-            rows = chosen.nonzero().squeeze(1)
-            if len(rows):
-                output[rows] = step(output[rows], factors[rows, step_index])
+        for step_index in adjustments:
+            chosen = active[:, step_index] & (order[:, position] == step_index)
+            step = steps[step_index]
+            if masked:
+                adjusted = step(output, factors[:, step_index])
+                output = torch.where(chosen.view(-1, 1, 1, 1), adjusted, output)
+            else:
+                rows = chosen.nonzero().squeeze(1)
+                if len(rows):
+                    output[rows] = step(output[rows], factors[rows, step_index])
     return output
 
 
-def gaussian_blur(images: Tensor, apply: Tensor, sigma: Tensor) -> Tensor:
-    """Blur the samples in `apply` with their own sigma; the kernel covers +-3 sigma, as the
-    Gaussian that PIL's GaussianBlur(radius=sigma) approximates."""
-    rows = apply.nonzero().squeeze(1)
+def gaussian_blur(images: Tensor, apply: Tensor, sigma: Tensor, largest: float) -> Tensor:
+    """Blur the samples in `apply` with their own sigma; the kernel covers +-3 `largest` (the
+    recipe's largest sigma), as the Gaussian that PIL's GaussianBlur(radius=sigma)
+    approximates. The kernel size comes from the recipe, not from the batch's draws, so a
+    sample's view does not depend on the other samples."""
+    rows = apply.nonzero().squeeze(1)  # blur is costly: only the chosen rows (one host sync)
     if not len(rows):
         return images
-    largest = float(sigma.max())
     size = min(2 * math.ceil(3 * largest) + 1, 2 * (min(images.shape[-2:]) // 2) - 1)
     chosen = sigma[rows].unsqueeze(1).expand(-1, 2).to(images.dtype)
     output = images.clone()
@@ -311,7 +333,9 @@ class BatchAugment(nn.Module):
                 factors[:, column] = low + (1.0 + spread - low) * u[:, 3 + column]
             factors[:, 3] = spreads[3] * (2 * u[:, 6] - 1)  # uniform in [-h, h]
             order = torch.argsort(torch.rand(count, 4, generator=generator, device=device), dim=1)
-            x = color_jitter(x, u[:, 2] < recipe.cj_prob, factors, order, colour=channels == 3)
+            # PIL leaves saturation and hue of 'L' images unchanged.
+            used = [i for i, spread in enumerate(spreads) if spread and (channels == 3 or i < 2)]
+            x = color_jitter(x, u[:, 2] < recipe.cj_prob, factors, order, used)
 
         if channels == 3 and recipe.random_gray_scale > 0:
             grey = _grey(x).expand(-1, 3, -1, -1)
@@ -320,7 +344,7 @@ class BatchAugment(nn.Module):
         if recipe.gaussian_blur > 0:
             low, high = recipe.sigmas
             sigma = low + (high - low) * u[:, 9]
-            x = gaussian_blur(x, u[:, 8] < recipe.gaussian_blur, sigma)
+            x = gaussian_blur(x, u[:, 8] < recipe.gaussian_blur, sigma, largest=high)
 
         if recipe.solarization_prob > 0:
             solarize = (u[:, 10] < recipe.solarization_prob).view(-1, 1, 1, 1)

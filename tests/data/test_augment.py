@@ -26,6 +26,7 @@ from ssl_syre.data.augment import (
     BatchAugment,
     ViewRecipe,
     augment_seed,
+    color_jitter,
     resized_crop,
     sample_crop_boxes,
 )
@@ -267,6 +268,44 @@ def test_crop_area_and_flip_frequencies_match_lightly() -> None:
     assert ks_2samp(areas(ours), areas(theirs)).pvalue > 1e-3
     assert 0.02 < areas(ours).min() and areas(ours).mean() < 0.7  # crops, not whole images
     proportions_agree(flipped(ours), flipped(theirs))
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["masked-gpu-way", "indexed-cpu-way"])
+@pytest.mark.parametrize("channels", [3, 1])
+def test_batched_jitter_equals_torchvision_per_sample_in_each_samples_order(
+    channels: int, masked: bool
+) -> None:
+    """Each sample: its own factors, its own order, skipped when not drawn; both batched ways
+    (masks for the GPU, row indexing for the CPU) must give what torchvision's functionals
+    give one image at a time."""
+    F = T.functional
+    count = 24
+    torch.manual_seed(0)
+    images = torch.rand(count, channels, 8, 8) * 0.8 + 0.1
+    factors = torch.stack(
+        [
+            torch.empty(count).uniform_(0.2, 1.8),
+            torch.empty(count).uniform_(0.2, 1.8),
+            torch.empty(count).uniform_(0.2, 1.8),
+            torch.empty(count).uniform_(-0.2, 0.2),
+        ],
+        dim=1,
+    )
+    order = torch.argsort(torch.rand(count, 4), dim=1)
+    apply = torch.rand(count) < 0.7
+    apply[:2] = torch.tensor([True, False])  # both cases present whatever the draws
+    used = [0, 1, 2, 3] if channels == 3 else [0, 1]  # grey: PIL skips saturation and hue
+    ours = color_jitter(images, apply, factors, order, used, masked=masked)
+    functionals = [F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, F.adjust_hue]
+    for i in range(count):
+        expected = images[i]
+        if apply[i]:
+            for step_index in order[i].tolist():
+                if step_index in used:
+                    expected = functionals[step_index](expected, float(factors[i, step_index]))
+        # kornia's hue and torchvision's differ by up to ~1e-4; a pixel level is 4e-3
+        torch.testing.assert_close(ours[i], expected, atol=2e-4, rtol=0)
+    assert not torch.equal(ours[apply], images[apply])  # the jitter did something
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])
