@@ -109,10 +109,13 @@ def augment_throughput(args: argparse.Namespace) -> dict[str, Any]:
     recipe = ViewRecipe.from_lightly(
         SimCLRViewTransform, input_size=32, gaussian_blur=0.0, normalize=normalize
     )
-    augment = BatchAugment([recipe, recipe]).cuda()
     images = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device="cuda")
     generator = torch.Generator(device="cuda").manual_seed(0)
-    ms = cuda_ms(lambda: augment(images, generator), args.model_steps, args.warmup)
+    batch_ms = {}  # the jitter eager and compiled (the default), side by side
+    for label, compiled in (("eager", False), ("compiled", True)):
+        augment = BatchAugment([recipe, recipe], compile_jitter=compiled).cuda()
+        batch_ms[label] = cuda_ms(lambda a=augment: a(images, generator), args.model_steps, 3)
+    ms = batch_ms["compiled"]
 
     # The colour jitter alone, both ways side by side (augment.color_jitter's docstring):
     # masked (the GPU default) vs indexed rows (the CPU default; one host sync per step).
@@ -122,14 +125,16 @@ def augment_throughput(args: argparse.Namespace) -> dict[str, Any]:
     factors[:, 3] -= 1.0
     order = torch.argsort(torch.rand(count, 4, device="cuda"), dim=1)
     apply = torch.rand(count, device="cuda") < 0.8
-    jitter_ms = {
-        way: cuda_ms(
-            lambda masked=masked: color_jitter(pixels, apply, factors, order, range(4), masked),
-            args.model_steps,
-            args.warmup,
-        )
-        for way, masked in (("masked", True), ("indexed", False))
+    compiled_jitter = augment.jitter_function(pixels.device)
+    ways = {
+        "indexed": lambda: color_jitter(pixels, apply, factors, order, (0, 1, 2, 3), False),
+        "masked": lambda: color_jitter(pixels, apply, factors, order, (0, 1, 2, 3), True),
+        "masked_compiled": lambda: compiled_jitter(
+            pixels, apply, factors, order, (0, 1, 2, 3), True
+        ),
     }
+    jitter_ms = {way: cuda_ms(function, args.model_steps, 3) for way, function in ways.items()}
+    compiled_vs_eager = float((ways["masked_compiled"]() - ways["masked"]()).abs().max())
     profile = None
     if args.profile_dir:  # where one batch's time goes, op by op
         from torch.profiler import ProfilerActivity
@@ -151,7 +156,9 @@ def augment_throughput(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "images_per_s": args.batch_size / (ms / 1e3),
         "ms_per_batch": ms,
+        "ms_per_batch_jitter_eager_vs_compiled": batch_ms,
         "color_jitter_ms_one_view": jitter_ms,
+        "color_jitter_compiled_vs_eager_max_abs_diff": compiled_vs_eager,
         "profile": str(profile) if profile else None,
         "note": "two views per image, lightly's SimCLR CIFAR recipe (no blur)",
     }

@@ -276,6 +276,7 @@ class BatchAugment(nn.Module):
 
     Args:
         recipes: One `ViewRecipe` per view (SimCLR: the same recipe twice; BYOL: two).
+        compile_jitter: On CUDA, run the colour jitter through `torch.compile`.
 
     Example:
         >>> augment = BatchAugment([recipe, recipe])
@@ -283,9 +284,14 @@ class BatchAugment(nn.Module):
         >>> view_0, view_1 = augment(images, generator)
     """
 
-    def __init__(self, recipes: Sequence[ViewRecipe]) -> None:
+    def __init__(self, recipes: Sequence[ViewRecipe], compile_jitter: bool = True) -> None:
         super().__init__()
         self.recipes = list(recipes)
+        # On a GPU the colour jitter is ~1,000 tiny kernels per batch, bound by their launches;
+        # torch.compile fuses them (compiled once, on the first CUDA batch). Never on a CPU,
+        # where the indexed jitter is compute-bound and compiling takes a minute or more.
+        self.compile_jitter = compile_jitter
+        self._compiled_jitter: Any = None
         for index, recipe in enumerate(self.recipes):
             if recipe.mean is not None:
                 # Not persistent: derived from the config, so checkpoints stay as they were.
@@ -304,6 +310,14 @@ class BatchAugment(nn.Module):
         with torch.autocast(images.device.type, enabled=False):
             pixels = images.float().div_(255.0)
             return [self.view(pixels, index, generator) for index in range(len(self.recipes))]
+
+    def jitter_function(self, device: torch.device) -> Any:
+        """`color_jitter`, compiled on CUDA when `compile_jitter` is set."""
+        if device.type != "cuda" or not self.compile_jitter:
+            return color_jitter
+        if self._compiled_jitter is None:
+            self._compiled_jitter = torch.compile(color_jitter, dynamic=False, fullgraph=True)
+        return self._compiled_jitter
 
     def view(self, pixels: Tensor, index: int, generator: torch.Generator) -> Tensor:
         """One view of `pixels` (float in [0, 1]) with recipe `index`."""
@@ -335,7 +349,10 @@ class BatchAugment(nn.Module):
             order = torch.argsort(torch.rand(count, 4, generator=generator, device=device), dim=1)
             # PIL leaves saturation and hue of 'L' images unchanged.
             used = [i for i, spread in enumerate(spreads) if spread and (channels == 3 or i < 2)]
-            x = color_jitter(x, u[:, 2] < recipe.cj_prob, factors, order, used)
+            jitter = self.jitter_function(device)
+            x = jitter(
+                x, u[:, 2] < recipe.cj_prob, factors, order, tuple(used), device.type != "cpu"
+            )
 
         if channels == 3 and recipe.random_gray_scale > 0:
             grey = _grey(x).expand(-1, 3, -1, -1)

@@ -145,7 +145,7 @@ class SSLMethod(pl.LightningModule):
 
     @classmethod
     def build_augmentation(cls, info: DataInfo, data_cfg: DataConfig) -> BatchAugment:
-        return BatchAugment(cls.view_recipes(info, data_cfg))
+        return BatchAugment(cls.view_recipes(info, data_cfg), data_cfg.compile_augment)
 
     # ----- shared machinery --------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:

@@ -366,3 +366,17 @@ def test_byol_solarization_and_blur_frequencies_match_lightly() -> None:
         proportions_agree(solarized(ours), solarized(theirs))
         proportions_agree(blurred(ours), blurred(theirs))
     assert blurred(ours).float().mean() < 0.3  # view 2: blur 0.1, solarization 0.2
+
+
+def test_the_jitter_is_compiled_only_on_cuda_and_only_when_asked() -> None:
+    """torch.compile takes a minute on a CPU and buys nothing there; data.compile_augment
+    reaches BatchAugment through the method."""
+    from ssl_syre.data.augment import color_jitter
+
+    on, off = BatchAugment([recipe()]), BatchAugment([recipe()], compile_jitter=False)
+    assert on.jitter_function(torch.device("cpu")) is color_jitter
+    assert off.jitter_function(torch.device("cuda")) is color_jitter
+    info = data_info(DataConfig(name="fashion_mnist"))
+    for flag in (True, False):
+        built = METHODS["simclr"].build_augmentation(info, DataConfig(compile_augment=flag))
+        assert built.compile_jitter is flag
