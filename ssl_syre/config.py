@@ -46,8 +46,8 @@ class DataConfig:
     # device: uint8 batches, views made batched on the training device (ssl_syre.data.augment);
     # workers: lightly's per-image PIL transforms in DataLoader workers (the reference path).
     augment_on: str = "device"
-    # device path on CUDA: torch.compile the colour jitter (compiled once, ~30 s; 1.5x the views
-    # per second on an H200, benchmarks/RESULTS.md section 4). Ignored on a CPU.
+    # device path on CUDA: torch.compile the colour jitter, once, on the first batch (views 3.2x
+    # faster on an H200, benchmarks/RESULTS.md section 4). Ignored on a CPU.
     compile_augment: bool = True
     train_subset: int | None = None  # use a seeded random subset of the training split
     test_subset: int | None = None
