@@ -217,6 +217,8 @@ def pipeline_throughput(args: argparse.Namespace, augment_on: str) -> dict[str, 
                 "trainer.enable_progress_bar=false",
                 f"output_dir={output_dir}",
                 "export=false",
+                # Lightning's SimpleProfiler prints where the step's time goes, hook by hook.
+                *([f"trainer.profiler={args.trainer_profiler}"] if args.trainer_profiler else []),
             ],
         )
         pipeline.train(cfg)
@@ -248,6 +250,7 @@ def main() -> None:
     parser.add_argument("--pipeline-steps", type=int, default=40)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--profile-dir", type=Path, help="augment part: write a torch profile")
+    parser.add_argument("--trainer-profiler", help="pipeline part: trainer.profiler (e.g. simple)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this benchmark needs a GPU")
