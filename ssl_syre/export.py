@@ -152,21 +152,40 @@ def load_backbone(export_dir: str | Path) -> nn.Module:
         raise UserError(f"'{export_dir}' has no model.safetensors; re-export the checkpoint")
     if "architecture" not in config:
         raise UserError(f"'{export_dir / 'config.json'}' names no architecture; re-export it")
-    model_args = dict(config.get("model_args", {}))
+    model_args = config.get("model_args", {})
+    section = config.get(EXPORT_KEY, {})
+    if not isinstance(model_args, dict) or not isinstance(section, dict):
+        raise UserError(f"'{export_dir / 'config.json'}' is malformed; re-export the checkpoint")
+    model_args = dict(model_args)
     model_args.pop("num_classes", None)
     small_image_stem = bool(model_args.pop("small_image_stem", False)) or bool(
-        config.get(EXPORT_KEY, {}).get("small_image_stem")
+        section.get("small_image_stem")
     )
-    model = timm.create_model(
-        config["architecture"],
-        pretrained=False,
-        num_classes=config.get("num_classes", 0),
-        **model_args,
-    )
+    try:
+        model = timm.create_model(
+            config["architecture"],
+            pretrained=False,
+            num_classes=config.get("num_classes", 0),
+            **model_args,
+        )
+    except (RuntimeError, TypeError, ValueError) as error:
+        # An unknown architecture (another timm version) or arguments it does not take.
+        raise UserError(
+            f"timm {timm.__version__} cannot build '{config['architecture']}' as "
+            f"'{export_dir / 'config.json'}' describes it ({str(error).splitlines()[0][:160]}); "
+            "use the timm version that trained it, or re-export the checkpoint"
+        ) from None
     if small_image_stem:
         apply_small_image_stem(model)
     try:
-        model.load_state_dict(load_file(str(weights)))
+        state_dict = load_file(str(weights))
+    except Exception as error:  # safetensors' SafetensorError: truncated, empty, not safetensors
+        raise UserError(
+            f"cannot read '{weights}': it is truncated or not a safetensors file "
+            f"({str(error).splitlines()[0][:160]}); re-export the checkpoint"
+        ) from None
+    try:
+        model.load_state_dict(state_dict)
     except RuntimeError as error:
         raise UserError(
             f"weights in '{weights}' do not fit {config['architecture']}: {str(error).splitlines()[0]}"
@@ -388,6 +407,12 @@ def _loaded_from_export(export_dir: Path, overrides: list[str]) -> LoadedModel:
             f"'{export_dir}' is not an ssl_syre export (config.json has no '{EXPORT_KEY}' "
             "section); evaluate the run directory or checkpoint instead"
         )
+    for key in ("syre", "data", "eval"):
+        if not isinstance(section.get(key) or {}, dict):
+            raise UserError(
+                f"'{export_dir / 'config.json'}' has a malformed '{EXPORT_KEY}.{key}' section "
+                "(not a JSON object); re-export the checkpoint"
+            )
     backbone = load_backbone(export_dir)
     stored = {
         "method": section["method"],

@@ -19,9 +19,15 @@ from torch.utils.data import Subset
 
 from ssl_syre.config import load_config
 from ssl_syre.data import build_eval_datasets, data_info
-from ssl_syre.errors import run_cli
+from ssl_syre.errors import UserError, run_cli
 from ssl_syre.evaluation.features import eval_loader, extract_features
-from ssl_syre.export import export_backbone, load_backbone, main, model_from_checkpoint
+from ssl_syre.export import (
+    export_backbone,
+    load_backbone,
+    load_model,
+    main,
+    model_from_checkpoint,
+)
 from ssl_syre.methods import METHODS
 from tests.conftest import ROOT, TINY, train_in_process
 
@@ -281,6 +287,36 @@ def test_export_cli_bad_checkpoint_is_one_line(
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
     assert not (tmp_path / "out").exists()
+
+
+def _edit_config(export: Path, change) -> None:
+    config = json.loads((export / "config.json").read_text())
+    change(config)
+    (export / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        (lambda d: (d / "model.safetensors").write_bytes(b"garbage"), "not a safetensors file"),
+        (lambda d: (d / "model.safetensors").write_bytes(b""), "not a safetensors file"),
+        (lambda d: _edit_config(d, lambda c: c.update(architecture="no_such_net")), "cannot build"),
+        (lambda d: _edit_config(d, lambda c: c["model_args"].update(foo=1)), "cannot build"),
+        (lambda d: _edit_config(d, lambda c: c.update(model_args=[1])), "malformed"),
+        (lambda d: _edit_config(d, lambda c: c["ssl_syre"].update(data=[1])), "malformed"),
+    ],
+)
+def test_a_damaged_export_is_a_user_error_not_a_traceback(
+    damage, needle: str, tmp_path: Path
+) -> None:
+    """A truncated model.safetensors, an architecture or arguments this timm lacks, or a
+    hand-edited config.json: one UserError naming the file (eval/knn.py prints it as one
+    line), not a SafetensorError, RuntimeError, TypeError or AttributeError traceback."""
+    model, _ = tiny_method()
+    export = export_backbone(model, tmp_path / "export")
+    damage(export)
+    with pytest.raises(UserError, match=needle):
+        load_model(export)
 
 
 def _write(path: Path, data: bytes) -> Path:
