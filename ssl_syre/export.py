@@ -380,8 +380,13 @@ def merged_config(stored: dict[str, Any], overrides: list[str], origin: str) -> 
 def _loaded_from_checkpoint(checkpoint: Path, overrides: list[str]) -> LoadedModel:
     model, state = model_from_checkpoint(checkpoint)
     hparams = state["hyper_parameters"]
-    cfg = merged_config(hparams["cfg"], overrides, str(checkpoint))
     info = DataInfo(**hparams["info"])
+    stored = copy.deepcopy(hparams["cfg"])
+    if isinstance(stored.get("data"), dict):
+        # The size the weights were trained at, as an export records it: a data.name=...
+        # override must not switch to that data set's default size (data.image_size may).
+        stored["data"]["image_size"] = info.image_size
+    cfg = merged_config(stored, overrides, str(checkpoint))
     return LoadedModel(
         backbone=model.backbone,
         projector=model.project,

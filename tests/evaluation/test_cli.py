@@ -13,6 +13,7 @@ import pytest
 
 from ssl_syre.errors import run_cli
 from ssl_syre.evaluation.cli import main_knn, main_linear_probe
+from ssl_syre.export import load_model
 from tests.conftest import ROOT, train_in_process
 
 pytestmark = pytest.mark.slow
@@ -113,6 +114,15 @@ def test_k_above_the_bank_is_clamped_once(run_dir: Path, tmp_path: Path) -> None
         [str(run_dir), "eval.knn_k=[5000,9000]", "data.train_subset=50", "--out", str(tmp_path)],
     )
     assert [r["k"] for r in written["knn"]] == [50]
+
+
+def test_another_data_set_is_seen_at_the_trained_image_size(run_dir: Path) -> None:
+    """The digits run trained at 16 px; evaluated on Fashion-MNIST (28 px by default) from
+    the checkpoint or the export alike, the images are resized to 16 px unless
+    data.image_size says otherwise."""
+    for path in (run_dir, run_dir / "export"):
+        assert load_model(path, ["data.name=fashion_mnist"]).cfg.data.image_size == 16
+        assert load_model(path, ["data.image_size=24"]).cfg.data.image_size == 24
 
 
 def test_linear_probe_script_writes_json_and_matches_metrics(run_dir: Path, metrics: dict) -> None:
