@@ -135,6 +135,13 @@ def evaluate(protocol: str, argv: list[str]) -> dict[str, Any]:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device} asked for, but torch sees no GPU; pass --device cpu")
+    try:
+        torch.empty(0, device=device)  # a misspelt name, a missing backend or GPU index
+    except (RuntimeError, AssertionError) as error:
+        raise UserError(
+            f"--device {device} is not usable here ({str(error).splitlines()[0][:120]}); "
+            "pass --device cpu or cuda"
+        ) from None
     loaded = load_model(args.path, args.overrides)
     train, test, info = extract(loaded, kinds, device)
     cfg = loaded.cfg
