@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +144,12 @@ def evaluate(protocol: str, argv: list[str]) -> dict[str, Any]:
             "pass --device cpu or cuda"
         ) from None
     loaded = load_model(args.path, args.overrides)
-    train, test, info = extract(loaded, kinds, device)
     cfg = loaded.cfg
+    out = Path(args.out) if args.out else loaded.out_dir / f"eval_{protocol}.json"
+    if out.is_dir():
+        out = out / f"eval_{protocol}.json"
+    check_writable(out)  # before the features are extracted: fail fast, lose no work
+    train, test, info = extract(loaded, kinds, device)
     if protocol == "knn":
         records: Records = knn_records(train, test, info.num_classes, cfg.eval, kinds, device)
     else:
@@ -169,14 +174,36 @@ def evaluate(protocol: str, argv: list[str]) -> dict[str, Any]:
         },
         protocol: records,
     }
-    out = Path(args.out) if args.out else loaded.out_dir / f"eval_{protocol}.json"
-    if out.is_dir():
-        out = out / f"eval_{protocol}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2))
     print(format_results({protocol: records}))
+    try:
+        out.write_text(json.dumps(payload, indent=2))
+    except OSError as error:  # the results are printed above
+        raise UserError(
+            f"cannot write '{out}' ({error.strerror or error}); the results are printed above; "
+            "pass --out FILE in a writable folder"
+        ) from None
     print(f"wrote {out}")
     return payload
+
+
+def check_writable(out: Path) -> None:
+    """Create the folder of `out` and check that it takes the file, leaving nothing behind.
+
+    Raises:
+        UserError: naming the path and the fix (`--out`).
+    """
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            with out.open("a"):
+                pass
+        else:
+            with tempfile.TemporaryFile(dir=out.parent):
+                pass
+    except OSError as error:
+        raise UserError(
+            f"cannot write '{out}' ({error.strerror or error}); pass --out FILE in a writable folder"
+        ) from None
 
 
 def main_knn(argv: list[str]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ssl_syre.errors import run_cli
+from ssl_syre.errors import UserError, run_cli
 from ssl_syre.evaluation.cli import main_knn, main_linear_probe
 from ssl_syre.export import load_model
 from tests.conftest import ROOT, train_in_process
@@ -146,6 +146,7 @@ def test_linear_probe_script_writes_json_and_matches_metrics(run_dir: Path, metr
         (lambda run, tmp: [str(run), "--features", "backbon"], "did you mean 'backbone'"),
         (lambda run, tmp: [], "pass PATH"),
         (lambda run, tmp: [str(run), "--device", "foo"], "--device foo is not usable"),
+        (lambda run, tmp: [str(run), "--out", str(_garbage(tmp) / "x.json")], "cannot write"),
     ],
 )
 def test_bad_input_is_one_line(
@@ -156,6 +157,26 @@ def test_bad_input_is_one_line(
     assert exit_info.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+
+
+def test_an_unwritable_out_fails_before_the_work_and_leaves_nothing(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--out is checked before any feature is extracted, and the check leaves no empty
+    JSON behind when the evaluation then stops on another error."""
+    import ssl_syre.evaluation.cli as cli
+
+    def never(*args, **kwargs):
+        raise AssertionError("features extracted before --out was checked")
+
+    monkeypatch.setattr(cli, "extract", never)
+    with pytest.raises(UserError, match="cannot write"):
+        cli.main_knn([str(run_dir), "--out", str(_garbage(tmp_path) / "x.json")])
+    monkeypatch.undo()
+    out = tmp_path / "new" / "knn.json"
+    with pytest.raises(UserError, match="channel"):
+        cli.main_knn([str(run_dir), "data.name=cifar10", "--out", str(out)])
+    assert not out.exists()
 
 
 def test_bad_path_from_the_shell_is_one_line_exit_2(tmp_path: Path) -> None:
