@@ -179,6 +179,17 @@ def test_an_unwritable_out_fails_before_the_work_and_leaves_nothing(
     assert not out.exists()
 
 
+@pytest.mark.parametrize("epochs", ["0", "-1"])
+def test_linear_probe_without_epochs_is_one_line(
+    epochs: str, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main_linear_probe, [str(run_dir), f"eval.linear_epochs={epochs}"])
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "eval.linear_epochs must be >= 1" in lines[0], lines
+
+
 def test_bad_path_from_the_shell_is_one_line_exit_2(tmp_path: Path) -> None:
     # eval/knn.py runs from the shell above; the in-process cases cover the messages.
     done = run_script("linear_probe.py", str(tmp_path / "no_such_run"))
