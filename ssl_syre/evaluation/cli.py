@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ssl_syre.backbones import check_input_size
 from ssl_syre.data import DataInfo, build_eval_datasets, data_info
 from ssl_syre.errors import UserError, suggest
 from ssl_syre.evaluation.features import FEATURE_KINDS, Features, split_features
@@ -70,6 +71,13 @@ def extract(
             f"the backbone takes {loaded.in_chans}-channel images and data.name={info.name} has "
             f"{info.in_chans}; evaluate on a data set with {loaded.in_chans} channel(s)"
         )
+    try:
+        check_input_size(loaded.backbone, cfg.backbone.name, info.image_size)
+    except UserError as error:  # its fixes change the model, which the weights fix here
+        raise UserError(
+            f"{str(error).split(';')[0]}; evaluate at the size the backbone was trained at "
+            "(drop the data.image_size override)"
+        ) from None
     train_set, test_set = build_eval_datasets(cfg.data, cfg.seed)
     if test_set is None:
         raise UserError(

@@ -190,6 +190,32 @@ def test_linear_probe_without_epochs_is_one_line(
     assert len(lines) == 1 and "eval.linear_epochs must be >= 1" in lines[0], lines
 
 
+def test_a_fixed_size_vit_refuses_another_image_size_before_the_work(tmp_path: Path) -> None:
+    """timm's PatchEmbed asserts mid-extraction that a fixed-size ViT gets its own size;
+    data.image_size=48 on a 32-px export is refused up front, with the fix that applies
+    at evaluation (the model cannot change)."""
+    from ssl_syre.config import load_config
+    from ssl_syre.data import data_info
+    from ssl_syre.export import export_backbone
+    from ssl_syre.methods import METHODS
+    from tests.conftest import METHOD_TINY
+
+    cfg = load_config(
+        None,
+        [
+            *METHOD_TINY,
+            "backbone.name=test_vit",
+            "backbone.kwargs={dynamic_img_size: false}",
+            "data.image_size=32",
+        ],
+    )
+    export = export_backbone(METHODS[cfg.method](cfg, data_info(cfg.data)), tmp_path / "vit")
+    with pytest.raises(UserError, match="drop the data.image_size override") as error:
+        main_knn([str(export), "data.image_size=48", "--out", str(tmp_path)])
+    assert "32-px images but data.image_size=48" in str(error.value)
+    assert "backbone.kwargs" not in str(error.value)  # not a fix at evaluation
+
+
 def test_bad_path_from_the_shell_is_one_line_exit_2(tmp_path: Path) -> None:
     # eval/knn.py runs from the shell above; the in-process cases cover the messages.
     done = run_script("linear_probe.py", str(tmp_path / "no_such_run"))
