@@ -299,6 +299,11 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"config key 'syre.weight_decay' must be >= 0, got {cfg.syre.weight_decay}")
     if not 0 <= cfg.syre.d_eps < 1:
         raise UserError(f"config key 'syre.d_eps' must be in [0, 1), got {cfg.syre.d_eps}")
+    if cfg.eval.linear_probe and cfg.eval.linear_epochs < 1:
+        raise UserError(
+            f"config key 'eval.linear_epochs' must be >= 1, got {cfg.eval.linear_epochs}; "
+            "set eval.linear_probe=false to skip the linear probe"
+        )
     if not cfg.eval.knn_k or any(k <= 0 for k in cfg.eval.knn_k):
         raise UserError(
             f"config key 'eval.knn_k' must hold positive integers, got {list(cfg.eval.knn_k)}"

@@ -72,6 +72,9 @@ def test_unknown_names(override: str, needle: str, hint: str) -> None:
 def test_range_checks() -> None:
     assert "data.batch_size" in error_of(overrides=["data.batch_size=0"])
     assert "syre.d_eps" in error_of(overrides=["syre.d_eps=1.5"])
+    # Refused before training, not by the final linear probe after it (no metrics, no export).
+    assert "eval.linear_epochs" in error_of(overrides=["eval.linear_epochs=0"])
+    load_config(None, ["eval.linear_epochs=0", "eval.linear_probe=false"])  # no probe: fine
 
 
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
