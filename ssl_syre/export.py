@@ -268,7 +268,13 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = None)
     if out.exists() and not out.is_dir():
         raise UserError(f"'{out}' is a file, not a directory; pass --out NEW_DIR")
     model, state = model_from_checkpoint(checkpoint)
-    return export_backbone(model, out, extra=_final_results(checkpoint.resolve(), state))
+    try:
+        return export_backbone(model, out, extra=_final_results(checkpoint.resolve(), state))
+    except OSError as error:
+        raise UserError(
+            f"cannot write the export to '{out}' ({error.strerror or error}); "
+            "pass --out NEW_DIR in a writable folder"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------

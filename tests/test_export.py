@@ -319,6 +319,17 @@ def test_a_damaged_export_is_a_user_error_not_a_traceback(
         load_model(export)
 
 
+def test_export_cli_unwritable_out_is_one_line(
+    exported: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = _write(tmp_path / "a_file", b"") / "export"  # its parent is a file: cannot be made
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, [str(exported["run_dir"]), "--out", str(out)])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "cannot write the export" in lines[0], lines
+
+
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
