@@ -111,8 +111,11 @@ def knn_predictions(
     index = _build_index(train_x, device, max(used_ks))
     predictions: dict[int, list[torch.Tensor]] = {k: [] for k in used_ks}
     for sims, indices in _search_batches(index, test_x, max(used_ks), batch_size):
-        # exp(s/t) of the sorted similarities once; each k takes the first k columns.
-        weights = (sims.to(torch_device) / temperature).exp()
+        # exp(s/t) of the sorted similarities once; each k takes the first k columns. Each
+        # query's votes are scaled by exp(-s_nearest/t), which ranks its classes the same
+        # but keeps exp finite: exp(s/t) is inf in float32 once s/t > 88 (t < 0.0113).
+        sims = sims.to(torch_device)
+        weights = ((sims - sims[:, :1]) / temperature).exp()
         neighbour_labels = labels[indices.to(torch_device)]
         for k in used_ks:
             # scatter_add keeps memory at (B, C) where a one-hot vote tensor is (B, k, C).

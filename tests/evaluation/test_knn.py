@@ -30,6 +30,22 @@ def test_top1_predictions_match_lightly_knn_predict(k):
     assert torch.equal(ours[k][:, 0], theirs[:, 0])
 
 
+@pytest.mark.parametrize("t", [0.01, 0.001])
+def test_a_small_temperature_does_not_overflow_the_votes(t):
+    """exp(s/t) overflows float32 for s/t > 88: with t=0.01 every close neighbour voted inf
+    and the class ranking was arbitrary (about chance). The reference sums the votes in
+    float64 logs, where nothing overflows."""
+    train_x, train_y, test_x, test_y = _clustered(500, 200, 8, 5, spread=0.5)
+    k = 50
+    ours = knn_predictions(train_x, train_y, test_x, 5, ks=(k,), temperature=t, device="cpu")
+    train_n = F.normalize(train_x.double(), dim=1)
+    sims, indices = (F.normalize(test_x.double(), dim=1) @ train_n.T).topk(k, dim=1)
+    one_hot = F.one_hot(train_y[indices], 5).double()  # (M, k, C)
+    log_votes = torch.logsumexp(sims.unsqueeze(2) / t + one_hot.log(), dim=1)  # (M, C)
+    assert torch.equal(ours[k][:, 0], log_votes.argmax(dim=1))
+    assert (ours[k][:, 0] == test_y).float().mean() > 0.9  # not chance
+
+
 def test_one_search_serves_every_k_like_separate_searches():
     train_x, train_y, test_x, _ = _clustered(500, 100, 16, 5, spread=3.0)
     together = knn_predictions(train_x, train_y, test_x, 5, ks=(3, 50), device="cpu")
