@@ -302,7 +302,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.eval.linear_probe and cfg.eval.linear_epochs < 1:
         raise UserError(
             f"config key 'eval.linear_epochs' must be >= 1, got {cfg.eval.linear_epochs}; "
-            "set eval.linear_probe=false to skip the linear probe"
+            "set eval.linear_probe=false to skip the linear probe at the end of training"
         )
     if not cfg.eval.knn_k or any(k <= 0 for k in cfg.eval.knn_k):
         raise UserError(

@@ -155,7 +155,8 @@ def evaluate(protocol: str, argv: list[str]) -> dict[str, Any]:
     cfg = loaded.cfg
     if protocol == "linear_probe" and cfg.eval.linear_epochs < 1:
         raise UserError(
-            f"eval.linear_epochs must be >= 1 for the linear probe, got {cfg.eval.linear_epochs}"
+            f"config key 'eval.linear_epochs' must be >= 1 for the linear probe, got "
+            f"{cfg.eval.linear_epochs}"
         )
     out = Path(args.out) if args.out else loaded.out_dir / f"eval_{protocol}.json"
     if out.is_dir():

@@ -179,15 +179,19 @@ def test_an_unwritable_out_fails_before_the_work_and_leaves_nothing(
     assert not out.exists()
 
 
-@pytest.mark.parametrize("epochs", ["0", "-1"])
+@pytest.mark.parametrize(
+    "overrides",
+    [["eval.linear_epochs=0"], ["eval.linear_epochs=-1", "eval.linear_probe=false"]],
+)
 def test_linear_probe_without_epochs_is_one_line(
-    epochs: str, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    overrides: list[str], run_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
+    # eval.linear_probe=false (the probe at the end of training) does not stop this script.
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(main_linear_probe, [str(run_dir), f"eval.linear_epochs={epochs}"])
+        run_cli(main_linear_probe, [str(run_dir), *overrides])
     assert exit_info.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "eval.linear_epochs must be >= 1" in lines[0], lines
+    assert len(lines) == 1 and "'eval.linear_epochs' must be >= 1" in lines[0], lines
 
 
 def test_a_fixed_size_vit_refuses_another_image_size_before_the_work(tmp_path: Path) -> None:
