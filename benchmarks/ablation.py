@@ -277,7 +277,11 @@ def main() -> None:
         "--modes", nargs="+", choices=MODES, default=list(MODES), help="syre.mode of the cells"
     )
     parser.add_argument(
-        "--sigma0", type=float, nargs="+", default=[0.01], help="sigma0 of the SyRe-on cells"
+        "--sigma0",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="sigma0 of the SyRe-on cells (default: the config default)",
     )
     parser.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")

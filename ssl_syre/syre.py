@@ -150,8 +150,10 @@ class SyRe:
         module: The model whose parameters SyRe covers (names are `module.named_parameters()`).
         weight_decay: γ, the strength of the pull toward the anchors.
         sigma0: Anchor scale; the anchor std is sigma0/√fan_in (see `anchor_scale`); 0 makes
-            this plain decay toward 0 through the same update. The paper uses 0.01 for SSL and
-            saw no harm on ResNet-18/CIFAR-10 below 0.2.
+            this plain decay toward 0 through the same update. The default 1.0 puts the anchors
+            at about the init scale (0.044 absolute on a fan_in-512 layer), below the paper's
+            "no harm under 0.2" (absolute, ResNet-18/CIFAR-10); 0.01 fan_in-relative was too
+            small to change anything in our collapse studies.
         d_eps: Half-width of D's entries around 1 ("advanced removal"); 0 means D = I, and no D
             tensors are stored or multiplied.
         seed: Seed of the anchors (and of D); another seed gives other anchors.
@@ -170,7 +172,7 @@ class SyRe:
 
     Examples:
         >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
-        >>> syre = SyRe(model, weight_decay=5e-4, sigma0=0.01)
+        >>> syre = SyRe(model, weight_decay=5e-4, sigma0=1.0)
         >>> optimizer = torch.optim.SGD(
         ...     syre_param_groups(model, syre, weight_decay=5e-4), lr=0.1, momentum=0.9
         ... )
@@ -183,7 +185,7 @@ class SyRe:
         self,
         module: nn.Module,
         weight_decay: float = 5e-4,
-        sigma0: float = 0.01,
+        sigma0: float = 1.0,
         d_eps: float = 0.0,
         seed: int = 0,
         mode: str = "decoupled",
