@@ -111,10 +111,16 @@ def augment_throughput(args: argparse.Namespace) -> dict[str, Any]:
     )
     images = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8, device="cuda")
     generator = torch.Generator(device="cuda").manual_seed(0)
-    batch_ms = {}  # the jitter eager and compiled (the default), side by side
-    for label, compiled in (("eager", False), ("compiled", True)):
-        augment = BatchAugment([recipe, recipe], compile_jitter=compiled).cuda()
-        batch_ms[label] = cuda_ms(lambda a=augment: a(images, generator), args.model_steps, 3)
+    # The jitter eager and compiled (the default), side by side.
+    augments = {
+        label: BatchAugment([recipe, recipe], compile_jitter=compiled).cuda()
+        for label, compiled in (("eager", False), ("compiled", True))
+    }
+    batch_ms = {
+        label: cuda_ms(lambda a=augment: a(images, generator), args.model_steps, 3)
+        for label, augment in augments.items()
+    }
+    augment = augments["compiled"]
     ms = batch_ms["compiled"]
 
     # The colour jitter alone, both ways side by side (augment.color_jitter's docstring):

@@ -68,12 +68,16 @@ def create_backbone(
     return model
 
 
-def check_input_size(model: nn.Module, name: str, image_size: int) -> None:
+def check_input_size(model: nn.Module, name: str, image_size: int, fix: str | None = None) -> None:
     """Refuse an image size a patch-embedding backbone (a timm ViT) cannot cut into patches.
 
     timm's `PatchEmbed` asserts in its forward pass, that is in the middle of training, that
     the patch size divides the input (unless `dynamic_img_pad`), and that a model with a fixed
     input size gets exactly that size; this says so when the backbone is built.
+
+    Args:
+        fix: What to do instead of the default advice, which changes the model (backbone
+            settings); evaluation, whose weights fix the model, passes its own.
 
     Raises:
         UserError: naming both numbers and the settings that fix it.
@@ -85,8 +89,12 @@ def check_input_size(model: nn.Module, name: str, image_size: int) -> None:
     if embed.strict_img_size and tuple(embed.img_size) != size:
         raise UserError(
             f"backbone.name={name} is built for {embed.img_size[0]}-px images but "
-            f"data.image_size={image_size}; remove backbone.kwargs.img_size (it follows "
-            f"data.image_size) or set data.image_size={embed.img_size[0]}"
+            f"data.image_size={image_size}; "
+            + (
+                fix
+                or "remove backbone.kwargs.img_size (it follows data.image_size) or set "
+                f"data.image_size={embed.img_size[0]}"
+            )
         )
     patch = int(embed.patch_size[0])
     if embed.dynamic_img_pad or image_size % patch == 0:
@@ -99,9 +107,12 @@ def check_input_size(model: nn.Module, name: str, image_size: int) -> None:
     )
     raise UserError(
         f"backbone.name={name} cuts {patch}-px patches, which do not divide "
-        f"data.image_size={image_size}; set data.image_size="
-        f"{math.ceil(image_size / patch) * patch} (a multiple of {patch}), {patch_fix}or "
-        "backbone.kwargs.dynamic_img_pad=true (timm pads each image)"
+        f"data.image_size={image_size}; "
+        + (
+            fix
+            or f"set data.image_size={math.ceil(image_size / patch) * patch} (a multiple of "
+            f"{patch}), {patch_fix}or backbone.kwargs.dynamic_img_pad=true (timm pads each image)"
+        )
     )
 
 

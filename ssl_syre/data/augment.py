@@ -348,11 +348,9 @@ class BatchAugment(nn.Module):
             factors[:, 3] = spreads[3] * (2 * u[:, 6] - 1)  # uniform in [-h, h]
             order = torch.argsort(torch.rand(count, 4, generator=generator, device=device), dim=1)
             # PIL leaves saturation and hue of 'L' images unchanged.
-            used = [i for i, spread in enumerate(spreads) if spread and (channels == 3 or i < 2)]
-            jitter = self.jitter_function(device)
-            x = jitter(
-                x, u[:, 2] < recipe.cj_prob, factors, order, tuple(used), device.type != "cpu"
-            )
+            used = tuple(i for i, s in enumerate(spreads) if s and (channels == 3 or i < 2))
+            jitter = self.jitter_function(device)  # masks or row indexing: by device
+            x = jitter(x, u[:, 2] < recipe.cj_prob, factors, order, used)
 
         if channels == 3 and recipe.random_gray_scale > 0:
             grey = _grey(x).expand(-1, 3, -1, -1)

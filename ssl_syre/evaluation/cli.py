@@ -71,13 +71,12 @@ def extract(
             f"the backbone takes {loaded.in_chans}-channel images and data.name={info.name} has "
             f"{info.in_chans}; evaluate on a data set with {loaded.in_chans} channel(s)"
         )
-    try:
-        check_input_size(loaded.backbone, cfg.backbone.name, info.image_size)
-    except UserError as error:  # its fixes change the model, which the weights fix here
-        raise UserError(
-            f"{str(error).split(';')[0]}; evaluate at the size the backbone was trained at "
-            "(drop the data.image_size override)"
-        ) from None
+    check_input_size(  # the weights fix the model here: the only fix is the image size
+        loaded.backbone,
+        cfg.backbone.name,
+        info.image_size,
+        fix="evaluate at the size the backbone was trained at (drop the data.image_size override)",
+    )
     train_set, test_set = build_eval_datasets(cfg.data, cfg.seed)
     if test_set is None:
         raise UserError(
