@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ssl_syre.errors import UserError, suggest
+from ssl_syre.errors import UserError, check_choice, suggest
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -238,10 +239,13 @@ def with_defaults(saved: dict[str, Any]) -> DictConfig:
 
 
 def _check_choice(key: str, value: str, choices: list[str]) -> None:
-    if value not in choices:
-        raise UserError(
-            f"unknown {key} '{value}'{suggest(value, choices)}; choose one of: {', '.join(sorted(choices))}"
-        )
+    check_choice(key, value, choices)
+
+
+# Checks of the names that registries above this module hold (methods, data sets), run first by
+# validate. ssl_syre/__init__.py adds them, so that this module, which data/ and methods/ import,
+# imports no registry (imports point down).
+REGISTRY_CHECKS: list[Callable[[DictConfig], None]] = []
 
 
 def validate(cfg: DictConfig) -> None:
@@ -250,12 +254,10 @@ def validate(cfg: DictConfig) -> None:
     import timm
     from lightning.pytorch import Trainer
 
-    from ssl_syre.data import DATASETS
-    from ssl_syre.methods import METHODS
     from ssl_syre.syre import ANCHOR_SCALES, MODES
 
-    _check_choice("method", cfg.method, list(METHODS))
-    _check_choice("data.name", cfg.data.name, list(DATASETS))
+    for check in REGISTRY_CHECKS:
+        check(cfg)
     _check_choice("data.augment_on", cfg.data.augment_on, ["device", "workers"])
     _check_choice("optimizer.name", cfg.optimizer.name, ["sgd", "lars", "adamw"])
     _check_choice("optimizer.scheduler", cfg.optimizer.scheduler, ["cosine", "constant"])
@@ -311,8 +313,6 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(
             f"config key 'eval.knn_k' must hold positive integers, got {list(cfg.eval.knn_k)}"
         )
-    _drop_other_methods_kwargs(cfg, METHODS)
-    METHODS[cfg.method].check_kwargs(cfg.method_kwargs)
 
 
 def _matches(value: Any, annotation: Any) -> bool | None:
@@ -387,27 +387,3 @@ def check_trainer_types(trainer: dict[str, Any], trainer_cls: type) -> None:
             "config key 'trainer.accumulate_grad_batches' must be >= 1, got "
             f"{trainer['accumulate_grad_batches']}"
         )
-
-
-def _drop_other_methods_kwargs(cfg: DictConfig, methods: dict[str, Any]) -> None:
-    """Drop, with a warning, method_kwargs that only another method defines.
-
-    A config written for one method (the quick start's SimCLR temperature) then still runs
-    with method=byol on the command line; a key no method knows stays an error.
-    """
-    import dataclasses
-    import warnings
-
-    own = {f.name for f in dataclasses.fields(methods[cfg.method].Kwargs)}
-    others = {
-        f.name
-        for name, cls in methods.items()
-        if name != cfg.method
-        for f in dataclasses.fields(cls.Kwargs)
-    }
-    for key in [str(k) for k in cfg.method_kwargs if k not in own and k in others]:
-        warnings.warn(
-            f"method_kwargs.{key} is not a setting of {cfg.method} (another method's); ignored",
-            stacklevel=3,
-        )
-        del cfg.method_kwargs[key]
