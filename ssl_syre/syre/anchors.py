@@ -72,14 +72,25 @@ def fan_in(param: Tensor) -> int:
     return max(1, param[0].numel()) if param.ndim >= 2 else 1
 
 
+def centered_at_init(name: str, param: Tensor) -> bool:
+    """Whether the anchor is drawn around the tensor's value instead of around 0: the tensors
+    only `include_1d` covers (biases, norm weights), which start at values such as a BatchNorm
+    scale of 1 that an anchor around 0 would pull to 0 or, for half of them, below it."""
+    return param.ndim <= 1 or name.endswith(".bias")
+
+
 def draw_anchor(spec: AnchorSpec, name: str, param: Tensor) -> Tensor:
-    """θ0 for one parameter as an fp32 CPU tensor: N(0, σ²), exactly 0 when sigma0 = 0."""
+    """θ0 for one parameter as an fp32 CPU tensor: N(0, σ²) noise, plus the tensor's current
+    value where `centered_at_init`; exactly 0 everywhere when sigma0 = 0 (the off arm)."""
     if spec.sigma0 == 0.0:  # exact +0.0 everywhere (randn·0 would give some -0.0)
         return torch.zeros(param.shape, dtype=torch.float32)
     divisor = math.sqrt(fan_in(param)) if spec.anchor_scale == "fan_in" else 1.0
     generator = generator_for(spec.seed, name, "anchor")
     noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
-    return noise.mul_(spec.sigma0 / divisor)
+    noise.mul_(spec.sigma0 / divisor)
+    if centered_at_init(name, param):
+        noise.add_(param.detach().to("cpu", torch.float32))
+    return noise
 
 
 def draw_d(spec: AnchorSpec, name: str, shape: torch.Size) -> Tensor:

@@ -51,7 +51,9 @@ class SyRe:
 
     Anchors are drawn on the CPU from a generator seeded by `seed` and the parameter's name, so
     they do not depend on parameter order, device, process or resume, and drawing them leaves
-    torch's global RNG untouched. 1-D tensors, when covered, use fan_in = 1 (σ = sigma0).
+    torch's global RNG untouched. Biases and 1-D tensors, when covered (`include_1d`), use
+    fan_in = 1 (σ = sigma0) and are anchored around their values when SyRe is built (a
+    BatchNorm scale of 1 gets θ0 ~ N(1, σ²)), not around 0; with sigma0 = 0 every anchor is 0.
 
     Covered parameters must be fp32 or fp64: in bf16/fp16 the per-step pull lr·γ·(w − θ0) is
     below one ulp of w and rounds away (use fp32 master weights, e.g. Lightning
@@ -67,7 +69,7 @@ class SyRe:
             tensors are stored or multiplied.
         seed: Seed of the anchors (and of D); another seed gives other anchors.
         mode: "decoupled" (decay the weights, like AdamW) or "coupled" (add to the gradient).
-        include_1d: Also cover biases and other 1-D tensors.
+        include_1d: Also cover biases and other 1-D tensors (anchored around their values).
         parameters: Optional (name, parameter) pairs to consider instead of all of
             `module.named_parameters()`.
         anchor_scale: "fan_in" (std sigma0/√fan_in: one sigma0 means the same fraction of
