@@ -107,7 +107,7 @@ class ReseedEachEpoch(pl.Callback):
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        # Checkpoints written before this callback had a state: they were all epoch-end ones.
+        # For a checkpoint without this callback's state (load_state_dict overrides this).
         self._set_epoch(int(checkpoint.get("epoch", -1)) + 1)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -118,7 +118,7 @@ class OnlineEvaluation(pl.Callback):
     """Every N epochs: kNN accuracy and collapse metrics of backbone and projector features.
 
     Runs on rank 0 only, on fixed subsets (a kNN bank and a test sample) so that it costs
-    seconds, not minutes; the final, full evaluation happens after training.
+    little whatever the data set's size; the final, full evaluation happens after training.
     """
 
     def __init__(

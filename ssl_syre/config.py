@@ -47,8 +47,8 @@ class DataConfig:
     # device: uint8 batches, views made batched on the training device (ssl_syre.data.augment);
     # workers: lightly's per-image PIL transforms in DataLoader workers (the reference path).
     augment_on: str = "device"
-    # device path on CUDA: torch.compile the colour jitter, once, on the first batch (views 3.2x
-    # faster on an H200, benchmarks/RESULTS.md section 4). Ignored on a CPU.
+    # device path on CUDA: torch.compile the colour jitter, once, on the first batch (fewer
+    # kernel launches per view; its speed is in benchmarks/RESULTS.md). Ignored on a CPU.
     compile_augment: bool = True
     train_subset: int | None = None  # use a seeded random subset of the training split
     test_subset: int | None = None
@@ -83,8 +83,8 @@ class SyReConfig:
     enabled: bool = True
     weight_decay: float | None = None  # None: optimizer.weight_decay
     # anchor std: sigma0 / sqrt(fan_in) (about the init scale at 1.0), or sigma0 itself (anchor_scale).
-    # 1.0: the only sigma0 that removed the collapse in every seed of both collapse settings, and
-    # within half a point of decay toward 0 at the usual decay (benchmarks/RESULTS.md 1 and 2).
+    # 1.0: chosen from fair on/off arms, in the collapse settings and at the usual decay
+    # (benchmarks/RESULTS.md has the runs and their commands).
     sigma0: float = 1.0
     # fan_in: std sigma0/sqrt(fan_in), the same share of every layer's init scale;
     # absolute: std sigma0 for every tensor, the paper's theta0 ~ N(0, sigma0^2) as written.
@@ -112,7 +112,7 @@ class EvalConfig:
     online_train_subset: int = 10000  # memory bank size for the online kNN
     online_test_subset: int = 2000  # test images the online kNN classifies
     linear_probe: bool = True
-    linear_epochs: int = 30  # AdamW on cached features: seconds for 60k x 512
+    linear_epochs: int = 30  # AdamW epochs on cached features (ssl_syre/evaluation/linear.py)
     projector: bool = True  # also evaluate projector outputs (collapse shows there first)
     batch_size: int = 512
     raw_pixel_baseline: bool = True
@@ -227,7 +227,7 @@ def syre_mode(cfg: DictConfig) -> str:
 
 
 def with_defaults(saved: dict[str, Any]) -> DictConfig:
-    """A config saved by an older version, with today's defaults for the keys it predates.
+    """A config saved by an older version, with this version's defaults for keys it lacks.
 
     Checkpoints and exports keep the config they were trained with; keys added since (e.g.
     syre.anchor_scale, data.augment_on) take their defaults, which reproduce the old behaviour.

@@ -177,7 +177,7 @@ def resized_crop(images: Tensor, boxes: Tensor, size: int) -> Tensor:
     """Crop each image to its box (x0, y0, x1, y1) and resize to size x size, as PIL's
     bilinear resize after a crop: two batched matrix products with per-sample weights.
 
-    Written by hand: torchvision's `roi_align` (10x kornia's crop on CPU) samples across the
+    Written by hand: torchvision's `roi_align` (faster than kornia's crop on CPU) samples across the
     crop's border and averages without PIL's triangle weights; these weights are PIL's.
     """
     _, _, height, width = images.shape
@@ -231,10 +231,10 @@ def color_jitter(
     - masked (GPU): each adjustment runs on the whole batch at each of the four positions and
       `torch.where` keeps it for the samples whose turn it is. Four times the arithmetic, but
       no host sync: indexing the chosen rows waits for the GPU at each (position, adjustment),
-      up to 16 times per view, which made the augmentation slower than the model step on an
-      H200 (benchmarks/RESULTS.md section 4).
+      up to 16 times per view, which can make the augmentation slower than the model step
+      (benchmarks/RESULTS.md).
     - indexed (CPU): each adjustment runs on the rows whose turn it is only; on a CPU that is
-      4x less arithmetic (RGB views 4x faster) and a sync costs nothing.
+      4x less arithmetic, and a sync costs nothing.
     """
     steps = [_brightness, _contrast, _saturation, _hue]
     neutral = images.new_tensor([1.0, 1.0, 1.0, 0.0])

@@ -294,7 +294,7 @@ class SSLMethod(pl.LightningModule):
         checkpoint["syre"] = self.syre.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "syre" in checkpoint:  # checkpoints of off runs before 2026-11-27 have none
+        if "syre" in checkpoint:  # without it, the anchors drawn from the config are kept
             try:
                 self.syre.load_state_dict(checkpoint["syre"])
             except ValueError as error:

@@ -91,7 +91,7 @@ def from_state_dict(state_dict: Mapping[str, Any], shapes: Mapping[str, torch.Si
                 )
     spec = AnchorSpec(
         sigma0=float(config["sigma0"]),
-        # States without anchor_scale were all fan_in-relative.
+        # A state without anchor_scale is fan_in-relative, the scale it was drawn with.
         anchor_scale=str(config.get("anchor_scale", "fan_in")),
         d_eps=float(config["d_eps"]),
         seed=int(config["seed"]),
