@@ -96,7 +96,7 @@ class SyReConfig:
     # torch SGD's / lightly LARS's weight_decay, the decay lightly's recipes use), decoupled for
     # adamw (AdamW's own decay). See syre_mode() and docs/syre.md.
     mode: str = "auto"
-    include_1d: bool = False  # also cover biases and norm weights
+    include_1d: bool = False  # also cover biases and norm weights (anchored around their init)
     parts: list[str] = field(
         default_factory=lambda: ["backbone", "projection_head", "prediction_head"]
     )
