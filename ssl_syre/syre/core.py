@@ -1,4 +1,8 @@
-"""The SyRe class: covers parameters, holds their anchors, and hooks its step into an optimizer."""
+"""The SyRe class: covers parameters, holds their anchors, and hooks its step into an optimizer.
+
+- [0] Remove Symmetries to Control Model Expressivity and Improve Optimization, 2024,
+  https://arxiv.org/abs/2408.15495
+"""
 
 from __future__ import annotations
 
