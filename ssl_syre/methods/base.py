@@ -217,6 +217,36 @@ class SSLMethod(pl.LightningModule):
         scale = self.global_batch_size() / 128 if opt.scale_lr else 1.0
         return float(opt.lr) * scale
 
+    @property
+    def lr(self) -> float:
+        """The peak learning rate the optimizer uses (`learning_rate()`).
+
+        Lightning's `Tuner.lr_find` reads and sets the attribute `lr`; setting it sets
+        optimizer.lr so that `learning_rate()` (with scale_lr's factor) equals the value.
+        """
+        return self.learning_rate()
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        factor = self.learning_rate() / float(self.cfg.optimizer.lr)
+        self.cfg.optimizer.lr = float(value) / factor
+        self.hparams["cfg"]["optimizer"]["lr"] = self.cfg.optimizer.lr
+
+    def steps_per_epoch(self, total_steps: int) -> int:
+        """Optimizer steps in one epoch of this process, from its loader: batches per epoch
+        (after trainer.limit_train_batches and DDP's sharding) over accumulate_grad_batches.
+
+        Not total steps / max_epochs: trainer.max_steps may end a run before max_epochs, and
+        max_epochs may be -1. An iterable loader without a length falls back to that ratio.
+        """
+        trainer = self.trainer
+        if trainer.train_dataloader is None:
+            trainer.fit_loop.setup_data()
+        batches = trainer.num_training_batches
+        if batches == float("inf"):
+            return max(1, math.ceil(total_steps / max(1, int(trainer.max_epochs or 1))))
+        return max(1, math.ceil(int(batches) / trainer.accumulate_grad_batches))
+
     def configure_optimizers(self) -> Any:
         opt = self.cfg.optimizer
         named = [
@@ -237,18 +267,18 @@ class SSLMethod(pl.LightningModule):
             optimizer = SyReLARS(groups, syre=self.syre, lr=lr, momentum=opt.momentum)
         else:
             optimizer = torch.optim.AdamW(groups, lr=lr)
+        # A second call (trainer.fit again, or fit after Tuner.lr_find) builds a new optimizer:
+        # SyRe moves to it from the previous one.
+        self.syre.detach()
         if not isinstance(optimizer, SyReLARS):
             self.syre.attach(optimizer)
         if opt.scheduler == "constant":
             return optimizer
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        max_epochs = max(1, int(self.trainer.max_epochs or 1))
-        steps_per_epoch = max(1, math.ceil(total_steps / max_epochs))
-        scheduler = CosineSchedule(
-            optimizer,
-            warmup_epochs=int(opt.warmup_epochs) * steps_per_epoch,
-            max_epochs=total_steps,
-        )
+        # A trainer.max_steps shorter than the warm-up: the run is all warm-up (lightly refuses
+        # warm-up steps > max steps); config.validate refuses warmup_epochs > max_epochs.
+        warmup = min(int(opt.warmup_epochs) * self.steps_per_epoch(total_steps), total_steps)
+        scheduler = CosineSchedule(optimizer, warmup_epochs=warmup, max_epochs=total_steps)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
