@@ -258,6 +258,8 @@ def train(cfg: DictConfig) -> Path:
             "world_size": trainer.world_size,
             "global_batch_size": model.global_batch_size(),
             "learning_rate": model.learning_rate(),
+            # [first step, peak lr] per stretch: a run resumed at another optimizer.lr has two
+            "learning_rate_segments": [list(segment) for segment in model.lr_segments],
             "syre_anchor_fingerprints": anchor_check.fingerprints if anchor_check else [],
         }
         finish(cfg, model, info, eval_train, eval_test, run_dir, online, started, distributed)

@@ -30,20 +30,25 @@ PARTS = ("backbone", "projection_head", "prediction_head")
 
 
 class CosineSchedule(CosineWarmupScheduler):
-    """lightly's cosine schedule whose length comes from this run's config, not a checkpoint.
+    """lightly's cosine schedule whose length and peak lr come from this run's config, not a
+    checkpoint.
 
     A run resumed with a larger trainer.max_epochs then stretches its schedule to the new end
-    (as BYOL's momentum schedule does), instead of idling at the final lr past the old end.
+    (as BYOL's momentum schedule does), instead of idling at the final lr past the old end; one
+    resumed with another optimizer.lr follows the curve of a run configured so from the start.
     """
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         length = {"warmup_epochs": self.warmup_epochs, "max_epochs": self.max_epochs}
+        base_lrs = list(self.base_lrs)  # this run's peak lrs (the checkpoint holds the old ones)
         super().load_state_dict(state_dict)
         self.__dict__.update(length)
+        self.base_lrs = base_lrs
         # The optimizer's lr was restored before this; set it from the schedule it follows now.
         for group, base_lr, scale in zip(
             self.optimizer.param_groups, self.base_lrs, self.lr_lambdas, strict=True
         ):
+            group["initial_lr"] = base_lr
             group["lr"] = base_lr * scale(self.last_epoch)
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
@@ -99,6 +104,8 @@ class SSLMethod(pl.LightningModule):
             else None
         )
         self._augment_generator: torch.Generator | None = None
+        # (first global step, peak lr) of each stretch of training at one lr; see on_train_start.
+        self.lr_segments: list[tuple[int, float]] = []
         # syre.enabled=false is the same update with the anchor at 0 (σ0 = 0, D = I, same mode):
         # a fair off arm differs from SyRe in where the decay pulls and in nothing else.
         self.syre: SyRe = self._build_syre()
@@ -320,10 +327,19 @@ class SSLMethod(pl.LightningModule):
             for part, distance in self.syre.distance_to_anchor(prefixes).items():
                 self.log(f"syre/distance_to_anchor/{part}", distance)
 
+    def on_train_start(self) -> None:
+        # A resumed run may run at another optimizer.lr: record from which step each peak lr
+        # ran, so that metrics.json says what ran.
+        lr = self.learning_rate()
+        if not self.lr_segments or self.lr_segments[-1][1] != lr:
+            self.lr_segments.append((int(self.global_step), lr))
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["syre"] = self.syre.state_dict()
+        checkpoint["lr_segments"] = [list(segment) for segment in self.lr_segments]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.lr_segments = [(int(s), float(lr)) for s, lr in checkpoint.get("lr_segments", [])]
         if "syre" in checkpoint:  # checkpoints of off runs before 2026-11-27 have none
             try:
                 self.syre.load_state_dict(checkpoint["syre"])

@@ -13,6 +13,7 @@ from lightly.utils.scheduler import cosine_warmup_schedule
 from lightning.pytorch.tuner import Tuner
 from torch.utils.data import DataLoader, TensorDataset
 
+from ssl_syre.methods.base import CosineSchedule
 from tests.conftest import build_method
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -110,3 +111,29 @@ def test_lr_find_then_fit_trains_at_the_suggested_lr(tmp_path: Path) -> None:
     assert trainer.global_step == 4
     assert record.lrs[0] == pytest.approx(suggestion)  # cosine, no warm-up: the peak first
     assert model.syre.attached
+
+
+def test_resumed_cosine_schedule_takes_this_runs_lr_not_the_checkpoints() -> None:
+    """Resumed at lr 0.6 after 2 of 6 steps at 0.03: the lr curve of a 0.6 run from the start."""
+
+    def schedule(lr: float) -> tuple[torch.optim.Optimizer, CosineSchedule]:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=lr, momentum=0.9)
+        return optimizer, CosineSchedule(optimizer, warmup_epochs=1, max_epochs=6)
+
+    def step(optimizer: torch.optim.Optimizer, scheduler: CosineSchedule) -> float:
+        optimizer.step()
+        scheduler.step()
+        return optimizer.param_groups[0]["lr"]
+
+    old_optimizer, old_scheduler = schedule(0.03)
+    for _ in range(2):
+        step(old_optimizer, old_scheduler)
+    whole_optimizer, whole_scheduler = schedule(0.6)
+    whole = [step(whole_optimizer, whole_scheduler) for _ in range(4)]  # lrs after steps 1-4
+
+    optimizer, scheduler = schedule(0.6)
+    optimizer.load_state_dict(old_optimizer.state_dict())  # Lightning's order: optimizer first
+    scheduler.load_state_dict(old_scheduler.state_dict())
+    at_step_2 = 0.6 * cosine_warmup_schedule(2, 6, 1.0, 0.001, 1, 0.0)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(at_step_2)
+    assert [step(optimizer, scheduler) for _ in range(2)] == pytest.approx(whole[2:4])
