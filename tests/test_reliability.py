@@ -499,6 +499,17 @@ BAD_INPUTS = {
         lambda tmp: ["backbone.name=test_vit", "data.image_size=28"],
         "do not divide data.image_size=28",
     ),
+    # Before: trained, then a traceback in the final step (no metrics.json).
+    "momentum of 1": (lambda tmp: ["optimizer.momentum=1.0"], "optimizer.momentum"),
+    # Before: a traceback after the run directory existed.
+    "negative warm-up": (lambda tmp: ["optimizer.warmup_epochs=-1"], "optimizer.warmup_epochs"),
+    # Before: lightly's raw ValueError.
+    "temperature 0": (lambda tmp: ["method_kwargs.temperature=0"], "method_kwargs.temperature"),
+    # Before: trained with a target network that moves away from the online one.
+    "BYOL momentum above 1": (
+        lambda tmp: ["method=byol", "method_kwargs.momentum_start=1.5"],
+        "method_kwargs.momentum_start",
+    ),
     "trainer precision with 16-bit weights": (
         lambda tmp: ["trainer.precision=bf16-true"],
         "trainer.precision=bf16-true",

@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
 from ssl_syre.backbones import backbone_kwargs_for_size, check_input_size, create_backbone
-from ssl_syre.config import DataConfig, syre_mode, with_defaults
+from ssl_syre.config import DataConfig, check_ranges, syre_mode, with_defaults
 from ssl_syre.data import DataInfo
 from ssl_syre.data.augment import BatchAugment, ViewRecipe, augment_seed, process_rank
 from ssl_syre.errors import UserError, suggest
@@ -63,6 +63,16 @@ class SSLMethod(pl.LightningModule):
     Subclasses set `name` and `Kwargs` (a dataclass of method settings, config key
     `method_kwargs`) and implement `build_heads`, `training_loss`, `project` and
     `build_transform`.
+
+    `check_kwargs` checks each setting's type (from its annotation, by OmegaConf) and range
+    (from `ssl_syre.config.ranged`) before anything is built, so a new method gets one-line
+    refusals by annotating its fields, with nothing to write:
+
+        @dataclass
+        class MyKwargs:
+            hidden_dim: int = ranged(2048, "[1, inf)")
+            temperature: float = ranged(0.1, "(0, inf)")
+            momentum: float = ranged(0.996, "[0, 1]")
     """
 
     name: ClassVar[str]
@@ -128,7 +138,9 @@ class SSLMethod(pl.LightningModule):
                 f"unknown key 'method_kwargs.{key}' for method {cls.name}{suggest(key, valid)}; "
                 f"valid keys: {', '.join(valid)}"
             ) from None
-        return OmegaConf.to_object(merged)
+        kwargs = OmegaConf.to_object(merged)
+        check_ranges(kwargs, cls.Kwargs, "method_kwargs", owner=f"of {cls.name}")
+        return kwargs
 
     def build_heads(self, feature_dim: int) -> None:
         raise NotImplementedError

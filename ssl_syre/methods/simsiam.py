@@ -13,7 +13,7 @@ from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
 from lightly.transforms import SimSiamTransform, SimSiamViewTransform
 from torch import Tensor
 
-from ssl_syre.config import DataConfig
+from ssl_syre.config import DataConfig, ranged
 from ssl_syre.data import DataInfo, ssl_transform_kwargs
 from ssl_syre.data.augment import ViewRecipe
 from ssl_syre.methods.base import SSLMethod
@@ -21,9 +21,9 @@ from ssl_syre.methods.base import SSLMethod
 
 @dataclass
 class SimSiamKwargs:
-    projection_hidden_dim: int = 2048
-    projection_output_dim: int = 2048
-    prediction_hidden_dim: int = 512
+    projection_hidden_dim: int = ranged(2048, "[1, inf)")
+    projection_output_dim: int = ranged(2048, "[1, inf)")
+    prediction_hidden_dim: int = ranged(512, "[1, inf)")
 
 
 class SimSiam(SSLMethod):
