@@ -166,7 +166,8 @@ def train(cfg: DictConfig) -> Path:
     if cfg.data.augment_on == "workers":
         transform: Any = method_cls.build_transform(info, cfg.data)
     else:  # in-memory data sets serve uint8 as they are; image folders decode to uint8
-        transform = uint8_transform(info)
+        min_scale = min(r.min_scale for r in method_cls.view_recipes(info, cfg.data))
+        transform = uint8_transform(info, min_scale)
     train_set = build_ssl_dataset(cfg.data, transform, cfg.seed)
     if len(train_set) < cfg.data.batch_size:
         raise UserError(

@@ -309,11 +309,13 @@ class SSLMethod(pl.LightningModule):
         made by lightly's transforms in the DataLoader on the workers path."""
         if self.augment is None:
             return list(batch[0])
-        images = batch[0]
+        images, sizes = batch[0], None
+        if isinstance(images, list | tuple):  # image folders: squashed pictures and their sizes
+            images, sizes = images
         if self._augment_generator is None or self._augment_generator.device != images.device:
             self._augment_generator = torch.Generator(device=images.device)
         seed = augment_seed(int(self.cfg.seed), self.current_epoch, process_rank(), batch_idx)
-        views = self.augment(images, self._augment_generator.manual_seed(seed))
+        views = self.augment(images, self._augment_generator.manual_seed(seed), sizes)
         dtype = next(self.backbone.parameters()).dtype
         if dtype != views[0].dtype:  # *-true precisions: Lightning cast the batch, not these
             views = [view.to(dtype) for view in views]
