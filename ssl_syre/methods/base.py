@@ -38,6 +38,17 @@ class CosineSchedule(CosineWarmupScheduler):
     resumed with another optimizer.lr follows the curve of a run configured so from the start.
     """
 
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, warmup_epochs: int, max_epochs: int
+    ) -> None:
+        super().__init__(optimizer, warmup_epochs=warmup_epochs, max_epochs=max_epochs)
+        # Groups marked "fixed_lr" (see SSLMethod.fixed_lr_parts) keep their peak lr throughout.
+        for index, group in enumerate(optimizer.param_groups):
+            if group.get("fixed_lr"):
+                self.lr_lambdas[index] = _fixed_lr
+                group["lr"] = self.base_lrs[index]
+        self._last_lr = [group["lr"] for group in optimizer.param_groups]
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         length = {"warmup_epochs": self.warmup_epochs, "max_epochs": self.max_epochs}
         base_lrs = list(self.base_lrs)  # this run's peak lrs (the checkpoint holds the old ones)
@@ -51,6 +62,25 @@ class CosineSchedule(CosineWarmupScheduler):
             group["initial_lr"] = base_lr
             group["lr"] = base_lr * scale(self.last_epoch)
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
+def _fixed_lr(step: int) -> float:
+    """The schedule of a fixed-lr group: its peak lr at every step (a plain function, so that
+    LambdaLR leaves it out of state dicts)."""
+    return 1.0
+
+
+def split_fixed_lr(groups: list[dict[str, Any]], fixed: set[int]) -> list[dict[str, Any]]:
+    """Each param group split in two: the parameters in `fixed` (by id), marked "fixed_lr",
+    and the rest; empty halves are left out, decay settings are kept."""
+    split = []
+    for group in groups:
+        for is_fixed in (False, True):
+            params = [p for p in group["params"] if (id(p) in fixed) == is_fixed]
+            if params:
+                extra = {"name": f"{group['name']}/fixed_lr", "fixed_lr": True} if is_fixed else {}
+                split.append({**group, "params": params, **extra})
+    return split
 
 
 class NonFiniteLossError(UserError):
@@ -144,6 +174,11 @@ class SSLMethod(pl.LightningModule):
 
     def build_heads(self, feature_dim: int) -> None:
         raise NotImplementedError
+
+    def fixed_lr_parts(self) -> tuple[str, ...]:
+        """Parts (attribute names) that train at the peak lr throughout, outside the schedule's
+        warm-up and cosine (SimSiam's predictor in the paper's recipe); none by default."""
+        return ()
 
     def training_loss(self, views: Sequence[Tensor]) -> Tensor:
         raise NotImplementedError
@@ -277,6 +312,9 @@ class SSLMethod(pl.LightningModule):
         # The module, not bare pairs: its (and timm's backbone's) no_weight_decay() names, such
         # as a ViT's pos_embed and cls_token, then stay out of every decay, as SyRe leaves them.
         groups = syre_param_groups(self, self.syre, float(opt.weight_decay), parameters=named)
+        fixed = {id(p) for part in self.fixed_lr_parts() for p in getattr(self, part).parameters()}
+        if fixed:
+            groups = split_fixed_lr(groups, fixed)
         lr = self.learning_rate()
         if opt.name == "sgd":
             optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=opt.momentum)

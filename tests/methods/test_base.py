@@ -137,3 +137,51 @@ def test_resumed_cosine_schedule_takes_this_runs_lr_not_the_checkpoints() -> Non
     at_step_2 = 0.6 * cosine_warmup_schedule(2, 6, 1.0, 0.001, 1, 0.0)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(at_step_2)
     assert [step(optimizer, scheduler) for _ in range(2)] == pytest.approx(whole[2:4])
+
+
+class RecordGroupLRs(pl.Callback):
+    """Every param group's lr, by group name, at every optimizer step."""
+
+    def __init__(self) -> None:
+        self.lrs: dict[str, list[float]] = {}
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, *args: Any) -> None:
+        for group in trainer.optimizers[0].param_groups:
+            self.lrs.setdefault(group["name"], []).append(group["lr"])
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_simsiam_fix_predictor_lr_keeps_the_predictor_at_the_peak(
+    fixed: bool, tmp_path: Path
+) -> None:
+    model, _ = build_method(
+        "simsiam",
+        "data.batch_size=8",
+        "optimizer.warmup_epochs=1",
+        f"method_kwargs.fix_predictor_lr={str(fixed).lower()}",
+        "method_kwargs.prediction_hidden_dim=8",
+    )
+    record = RecordGroupLRs()
+    pl.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        callbacks=[record],
+    ).fit(model, loader(2))
+    peak = model.learning_rate()
+    schedule = [peak * cosine_warmup_schedule(k, 4, 1.0, 0.001, 2, 0.0) for k in range(4)]
+    predictor = {id(p) for p in model.prediction_head.parameters()}
+    groups = model.trainer.optimizers[0].param_groups
+    fixed_groups = [g for g in groups if g.get("fixed_lr")]
+    assert bool(fixed_groups) == fixed
+    for group in groups:
+        ids = {id(p) for p in group["params"]}
+        assert ids <= predictor if group.get("fixed_lr") else not (fixed and ids & predictor)
+        expected = [peak] * 4 if group.get("fixed_lr") else schedule
+        assert record.lrs[group["name"]] == pytest.approx(expected), group["name"]
+    if fixed:  # the predictor's weights are still SyRe's, its biases still undecayed
+        assert {g["name"] for g in fixed_groups} == {"syre/fixed_lr", "no_decay/fixed_lr"}
