@@ -71,8 +71,18 @@ class EpochSampler(Sampler[int]):
         seed_all(epoch_seed(self.seed, self.epoch, _WORKER, rank_zero_only.rank, worker_id))
 
 
+def main_seed(seed: int, epoch: int, rank: int) -> int:
+    """The main process's seed for `epoch` on global `rank`.
+
+    Each DDP rank draws its own numbers (lightly's per-image transforms with num_workers=0,
+    dropout masks), not copies of rank 0's. Rank 0 keeps the seed of a single process, so a
+    one-device run is the same run as before ranks were mixed in.
+    """
+    return epoch_seed(seed, epoch, _MAIN) if rank == 0 else epoch_seed(seed, epoch, _MAIN, rank)
+
+
 class ReseedEachEpoch(pl.Callback):
-    """Seed every RNG from (seed, epoch) as each epoch starts, for exact resume.
+    """Seed every RNG from (seed, epoch, global rank) as each epoch starts, for exact resume.
 
     The main process's generators (augmentations when data.num_workers=0, dropout, ...) are
     reseeded in `on_train_epoch_start`; the data order and the workers' generators come from
@@ -94,7 +104,7 @@ class ReseedEachEpoch(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._set_epoch(trainer.current_epoch)
-        seed_all(epoch_seed(self.seed, trainer.current_epoch, _MAIN))
+        seed_all(main_seed(self.seed, trainer.current_epoch, trainer.global_rank))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Runs before ModelCheckpoint's hook (Lightning calls monitoring callbacks last), so

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import types
 import typing
@@ -17,6 +18,55 @@ from omegaconf.errors import OmegaConfBaseException
 from ssl_syre.errors import UserError, check_choice, suggest
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+def ranged(default: Any, interval: str) -> Any:
+    """A dataclass field whose valid values lie in `interval`, written as in mathematics:
+    "[0, 1)", "(0, inf)", "[1, inf)". `check_ranges` refuses values outside it (None passes).
+
+    Example:
+        >>> @dataclass
+        ... class Kwargs:
+        ...     temperature: float = ranged(0.5, "(0, inf)")
+    """
+    _parse_interval(interval)  # a typo in the interval fails at import, not at a user's run
+    return field(default=default, metadata={"range": interval})
+
+
+def _parse_interval(interval: str) -> tuple[float, float, bool, bool]:
+    """(low, high, low is closed, high is closed) of "[0, 1)"-style text."""
+    text = interval.strip()
+    low, high = (float(part) for part in text[1:-1].split(","))
+    if text[0] not in "[(" or text[-1] not in "])" or not low <= high:
+        raise ValueError(f"not an interval: {interval!r}")
+    return low, high, text[0] == "[", text[-1] == "]"
+
+
+def check_ranges(values: Any, schema: type, prefix: str, owner: str = "") -> None:
+    """Refuse a value outside its field's `ranged` interval: one line naming key and range.
+
+    Args:
+        values: The settings (a DictConfig or the dataclass instance).
+        schema: Their dataclass, whose fields carry the intervals.
+        prefix: The config key above them ("optimizer", "method_kwargs").
+        owner: Said after the key ("of simclr"), for settings that belong to one method.
+
+    Raises:
+        UserError: ``config key 'optimizer.momentum' must be in [0, 1), got 1.0``.
+    """
+    for item in dataclasses.fields(schema):
+        interval = item.metadata.get("range")
+        value = getattr(values, item.name, None)
+        if interval is None or value is None:
+            continue
+        low, high, closed_low, closed_high = _parse_interval(interval)
+        above = value >= low if closed_low else value > low
+        below = value <= high if closed_high else value < high
+        if not (above and below):  # NaN fails both
+            where = f" {owner}" if owner else ""
+            raise UserError(
+                f"config key '{prefix}.{item.name}'{where} must be in {interval}, got {value}"
+            )
 
 
 @dataclass
@@ -67,9 +117,9 @@ class OptimizerConfig:
     name: str = "sgd"
     lr: float = 0.06  # base learning rate for a global batch of 128 when scale_lr is true
     scale_lr: bool = True  # lr x global_batch / 128 (lightly's 0.06 * bs / 128 recipe)
-    momentum: float = 0.9
+    momentum: float = ranged(0.9, "[0, 1)")  # sgd and lars; 1 would never forget a gradient
     weight_decay: float = 5e-4
-    warmup_epochs: int = 0
+    warmup_epochs: int = ranged(0, "[0, inf)")  # at most trainer.max_epochs
     scheduler: str = "cosine"  # cosine | constant
 
 
@@ -312,6 +362,15 @@ def validate(cfg: DictConfig) -> None:
     if not cfg.eval.knn_k or any(k <= 0 for k in cfg.eval.knn_k):
         raise UserError(
             f"config key 'eval.knn_k' must hold positive integers, got {list(cfg.eval.knn_k)}"
+        )
+    sections = {"backbone": BackboneConfig, "data": DataConfig, "optimizer": OptimizerConfig}
+    for section, schema in {**sections, "syre": SyReConfig, "eval": EvalConfig}.items():
+        check_ranges(cfg[section], schema, section)
+    max_epochs = cfg.trainer.get("max_epochs")
+    if isinstance(max_epochs, int) and 0 <= max_epochs < cfg.optimizer.warmup_epochs:
+        raise UserError(
+            f"config key 'optimizer.warmup_epochs' ({cfg.optimizer.warmup_epochs}) must be at "
+            f"most trainer.max_epochs ({max_epochs}); lower it or train longer"
         )
 
 
