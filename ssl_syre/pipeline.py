@@ -189,7 +189,7 @@ def train(cfg: DictConfig) -> Path:
     # Order (and worker seeds) from (seed, epoch) alone: a resumed run replays the same epochs.
     loader, sampler = train_loader(train_set, cfg.data, cfg.seed, cfg.data.augment_on)
     callbacks: list[pl.Callback] = [
-        ReseedEachEpoch(cfg.seed, sampler),
+        ReseedEachEpoch(cfg.seed, sampler, batch_size=cfg.data.batch_size),
         ModelCheckpoint(
             dirpath=run_dir / CHECKPOINTS,
             filename="epoch{epoch:03d}",
