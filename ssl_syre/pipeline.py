@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from ssl_syre.callbacks import OnlineEvaluation, ReseedEachEpoch
-from ssl_syre.checkpoint import AtomicCheckpointIO, check_resumable
+from ssl_syre.checkpoint import AtomicCheckpointIO
 from ssl_syre.config import DEFAULT_CONFIG, load_config
 from ssl_syre.data import (
     DataInfo,
@@ -43,6 +43,7 @@ from ssl_syre.evaluation.features import split_features
 from ssl_syre.evaluation.report import evaluate_features, format_results
 from ssl_syre.export import export_backbone
 from ssl_syre.methods import METHODS, SSLMethod
+from ssl_syre.resume import check_resumable
 from ssl_syre.run_dir import (
     CHECKPOINTS,
     CONFIG,
