@@ -54,6 +54,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, file)
                 file.flush()
                 os.fsync(file.fileno())
+            give_umask_mode(temporary)
             os.replace(temporary, target)
             _fsync_directory(target.parent)  # makes the rename itself survive a power cut
         except BaseException as error:
@@ -69,6 +70,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
         return load_checkpoint(path, map_location=map_location or "cpu")
+
+
+def umask() -> int:
+    """This process's umask, read without changing it where the OS allows."""
+    try:  # Linux: reading is free of the set-and-restore race os.umask() has with threads
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def give_umask_mode(path: str | Path) -> None:
+    """Set a file's mode to what open() would give a new file (0o666 less the umask).
+
+    Temporary files (mkstemp, safetensors' writer) are created 0600 whatever the umask, and
+    a rename keeps that mode: other users of a shared machine or a group project folder
+    could not read the checkpoint or the export.
+    """
+    os.chmod(path, 0o666 & ~umask())
 
 
 def _fsync_directory(directory: Path) -> None:
