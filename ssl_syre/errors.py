@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -25,16 +27,70 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
+# Library warnings that mean a setting of the user's is off, in our words: (pattern, message).
+KNOWN_WARNINGS: list[tuple[re.Pattern[str], str]] = [
+    (  # lightly's CosineWarmupScheduler, stepped past the length it was built with
+        re.compile(r"Current step number (?P<step>\d+) exceeds max_steps (?P<end>\d+)"),
+        "step {step} is past the end of the lr schedule ({end} steps), so the lr stays at its "
+        "final value: the run trains longer than trainer.max_epochs/max_steps planned; resume "
+        "with the run's own trainer.max_epochs, or start a new run",
+    ),
+    (  # Lightning, when trainer.limit_train_batches makes an epoch shorter than the log interval
+        re.compile(
+            r"number of training batches \((?P<batches>\d+)\) is smaller than the logging "
+            r"interval Trainer\(log_every_n_steps=(?P<every>\d+)\)"
+        ),
+        "an epoch has {batches} training batches, fewer than trainer.log_every_n_steps={every}, "
+        "so no step of it is logged; set trainer.log_every_n_steps={batches} or lower",
+    ),
+]
+
+
+def warning_line(message: Warning | str) -> str:
+    """One line 'warning: ...' for a warning: a known library one in our words, ours as is."""
+    text = " ".join(str(message).split())
+    for pattern, ours in KNOWN_WARNINGS:
+        found = pattern.search(text)
+        if found:
+            text = ours.format(**found.groupdict())
+            break
+    return f"warning: {text}"
+
+
+def _format_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    # Python's format names the file, line number and category and repeats the source line,
+    # which reads like a crash; a user needs the message. --debug keeps Python's format.
+    return warning_line(message) + "\n"
+
+
 def run_cli(main: Callable[[list[str]], T], argv: list[str] | None = None) -> T:
     """Run a CLI entry point, turning known errors into one line on stderr and exit code 2.
 
-    Set SSL_SYRE_DEBUG=1 or pass --debug to see the full traceback instead.
+    Warnings print as one line `warning: ...` (see KNOWN_WARNINGS). Set SSL_SYRE_DEBUG=1 or
+    pass --debug to see the full traceback and Python's warning format instead.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("SSL_SYRE_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     if debug:
         return main(argv)
+    # formatwarning, not showwarning: recorders (pytest.warns, catch_warnings(record=True))
+    # keep receiving the warnings themselves.
+    original_format = warnings.formatwarning
+    warnings.formatwarning = _format_warning
+    try:
+        return _run(main, argv)
+    finally:
+        warnings.formatwarning = original_format
+
+
+def _run(main: Callable[[list[str]], T], argv: list[str]) -> T:
     try:
         return main(argv)
     except UserError as error:

@@ -152,6 +152,12 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # A resume writes into its own checkpoints/ folder; one inside an epoch skips the trained
+    # batches itself (ReseedEachEpoch), which Lightning cannot see in the DataLoader.
+    warnings.filterwarnings(
+        "ignore", message=r".*Checkpoint directory .* exists and is not empty.*"
+    )
+    warnings.filterwarnings("ignore", message=".*checkpoint that ended before the epoch ended.*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: "litlogger" not in record.getMessage()
     )
