@@ -27,6 +27,62 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
+# Names other libraries and papers use for our config keys' last parts; spelling distance
+# cannot find these (learning_rate is far from lr).
+KEY_ALIASES = {
+    "learning_rate": "lr",
+    "learningrate": "lr",
+    "base_lr": "lr",
+    "wd": "weight_decay",
+    "decay": "weight_decay",
+    "bs": "batch_size",
+    "batchsize": "batch_size",
+    "workers": "num_workers",
+    "epochs": "max_epochs",
+    "num_epochs": "max_epochs",
+    "steps": "max_steps",
+    "max_iters": "max_steps",
+    "gpus": "devices",
+    "sigma": "sigma0",
+    "anchor_std": "sigma0",
+    "arch": "name",
+    "model": "name",
+    "optim": "name",
+    "dataset": "name",
+    "img_size": "image_size",
+    "input_size": "image_size",
+    "k": "knn_k",
+    "temperature": "knn_t",
+}
+
+
+def suggest_key(key: str, valid: Iterable[str]) -> str:
+    """' (did you mean 'optimizer.lr'?)' for a wrong dotted config key, or ''.
+
+    Tried in turn: a known synonym of the last part (learning_rate -> lr) in the same
+    section, then anywhere; the same last part in another section (data.lr ->
+    optimizer.lr); a close spelling in the same section; a close spelling of the whole key.
+    The suggestion is always the whole dotted key.
+    """
+    keys = [str(k) for k in valid]
+    parent, _, leaf = key.rpartition(".")
+    prefix = f"{parent}." if parent else ""
+    lowered = leaf.lower()
+    for name in (KEY_ALIASES.get(lowered), lowered):
+        if name is None:
+            continue
+        if name != leaf and f"{prefix}{name}" in keys:
+            return f" (did you mean '{prefix}{name}'?)"
+        elsewhere = [k for k in keys if k.rpartition(".")[2] == name and k != key]
+        if len(elsewhere) == 1:
+            return f" (did you mean '{elsewhere[0]}'?)"
+    siblings = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == parent]
+    match = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.6)
+    if match:
+        return f" (did you mean '{prefix}{match[0]}'?)"
+    return suggest(key, keys)
+
+
 # Library warnings that mean a setting of the user's is off, in our words: (pattern, message).
 KNOWN_WARNINGS: list[tuple[re.Pattern[str], str]] = [
     (  # lightly's CosineWarmupScheduler, stepped past the length it was built with

@@ -143,7 +143,7 @@ def test_linear_probe_script_writes_json_and_matches_metrics(run_dir: Path, metr
         (lambda run, tmp: [str(run / "config.yaml")], "not a checkpoint"),
         (lambda run, tmp: [str(_garbage(tmp))], "cannot load checkpoint"),
         (lambda run, tmp: [str(run), "backbone.name=resnet18"], "cannot override"),
-        (lambda run, tmp: [str(run), "eval.knn_kk=3"], "did you mean 'knn_k'"),
+        (lambda run, tmp: [str(run), "eval.knn_kk=3"], "did you mean 'eval.knn_k'"),
         (lambda run, tmp: [str(run), "--features", "backbon"], "did you mean 'backbone'"),
         (lambda run, tmp: [], "pass PATH"),
         (lambda run, tmp: [str(run), "--device", "foo"], "--device foo is not usable"),
