@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -130,7 +131,8 @@ class ReseedEachEpoch(pl.Callback):
         # the epoch-end checkpoint records the epoch after this one, or, when max_steps
         # stopped the run inside this epoch, this epoch and the batches it trained.
         done = int(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
-        if done < trainer.num_training_batches:
+        # An epoch of unknown length (an iterable data set) ends when its data does.
+        if math.isfinite(trainer.num_training_batches) and done < trainer.num_training_batches:
             self.next_epoch, self.done_batches = trainer.current_epoch, done
             self.rng = rng_state()
         else:
