@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -51,16 +52,28 @@ class EpochSampler(Sampler[int]):
         self.size = size
         self.seed = seed
         self.epoch = 0
+        self.skip = 0  # leading items of this epoch's order already trained on (see skip_items)
 
     def set_epoch(self, epoch: int) -> None:
+        if int(epoch) != self.epoch:
+            self.skip = 0
         self.epoch = int(epoch)
+
+    def skip_items(self, epoch: int, count: int) -> None:
+        """Leave out the first `count` items of `epoch`'s order: a resume inside an epoch.
+
+        Kept for every iterator of that epoch (Lightning may build more than one) and
+        dropped when the epoch changes.
+        """
+        self.set_epoch(epoch)
+        self.skip = int(count)
 
     def __len__(self) -> int:
         return self.size
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, _ORDER))
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        return iter(torch.randperm(self.size, generator=generator).tolist()[self.skip :])
 
     def seed_worker(self, worker_id: int) -> None:
         """DataLoader `worker_init_fn`: seed from (seed, epoch, process rank, worker id).
@@ -90,12 +103,22 @@ class ReseedEachEpoch(pl.Callback):
     Lightning builds the first data iterator of a process before any epoch hook. A run
     resumed from an epoch-end checkpoint then replays exactly the epochs an uninterrupted
     run would.
+
+    A run stopped inside an epoch (`trainer.max_steps`) checkpoints there: this callback then
+    records how many batches of the epoch were trained and the RNG state after them, and a
+    resume skips those batches of the epoch's order and restores that state. Lightning's own
+    loop state is mended on load (`mend_loop_state`), because under `max_steps` it counts
+    a finished epoch as unfinished (and the other way round after a stop inside one).
     """
 
-    def __init__(self, seed: int, sampler: EpochSampler | None = None) -> None:
+    def __init__(self, seed: int, sampler: EpochSampler | None = None, batch_size: int = 1) -> None:
         self.seed = seed
         self.sampler = sampler
+        self.batch_size = batch_size
         self.next_epoch = 0  # the epoch a checkpoint written now resumes at
+        self.done_batches = 0  # batches of next_epoch already trained (a stop inside it)
+        self.rng: dict[str, Any] | None = None  # RNG state after those batches
+        self._restore_rng: dict[str, Any] | None = None
 
     def _set_epoch(self, epoch: int) -> None:
         self.next_epoch = epoch
@@ -104,24 +127,116 @@ class ReseedEachEpoch(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._set_epoch(trainer.current_epoch)
+        self.done_batches, self.rng = 0, None
         seed_all(main_seed(self.seed, trainer.current_epoch, trainer.global_rank))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A resume inside an epoch calls no on_train_epoch_start: restore the RNG state here.
+        if self._restore_rng is not None:
+            set_rng_state(self._restore_rng)
+            self._restore_rng = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Runs before ModelCheckpoint's hook (Lightning calls monitoring callbacks last), so
-        # the epoch-end checkpoint records the epoch after this one.
-        self.next_epoch = trainer.current_epoch + 1
+        # the epoch-end checkpoint records the epoch after this one, or, when max_steps
+        # stopped the run inside this epoch, this epoch and the batches it trained.
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+        # An epoch of unknown length (an iterable data set) ends when its data does.
+        if math.isfinite(trainer.num_training_batches) and done < trainer.num_training_batches:
+            self.next_epoch, self.done_batches = trainer.current_epoch, done
+            self.rng = rng_state()
+        else:
+            self.next_epoch, self.done_batches, self.rng = trainer.current_epoch + 1, 0, None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"next_epoch": self.next_epoch}
+        state: dict[str, Any] = {"next_epoch": self.next_epoch, "done_batches": self.done_batches}
+        if self.rng is not None:
+            state["rng"] = self.rng
+        return state
 
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         # For a checkpoint without this callback's state (load_state_dict overrides this).
         self._set_epoch(int(checkpoint.get("epoch", -1)) + 1)
+        state = next(
+            (v for k, v in checkpoint.get("callbacks", {}).items() if k == type(self).__name__),
+            {},
+        )
+        done = int(state.get("done_batches", 0))
+        mend_loop_state(checkpoint, inside_epoch=done > 0)
+        # One process: skip the trained batches. Under DDP Lightning's sampler wrapper needs
+        # the whole order (a resume inside an epoch there replays its first batches).
+        if done > 0 and self.sampler is not None and trainer.world_size == 1:
+            self.sampler.skip_items(int(state["next_epoch"]), done * self.batch_size)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._set_epoch(int(state_dict["next_epoch"]))
+        self.done_batches = int(state_dict.get("done_batches", 0))
+        self.rng = state_dict.get("rng")
+        self._restore_rng = self.rng if self.done_batches > 0 else None
+
+
+def rng_state() -> dict[str, Any]:
+    """Python's, NumPy's and torch's global RNG state, in types weights_only loading takes."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]
+    return {
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` returned."""
+    random.setstate(
+        tuple(state["python"]) if isinstance(state["python"], list) else state["python"]
+    )
+    name, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+
+
+def mend_loop_state(checkpoint: dict[str, Any], inside_epoch: bool) -> None:
+    """Make Lightning's loop counters say where the checkpointed run really stopped.
+
+    A checkpoint written in `on_train_epoch_end` counts the epoch as processed but not yet
+    completed. Lightning then resumes it as finished only in epoch-based training: under
+    `trainer.max_steps` it restarts the epoch (the next batch is numbered past the epoch's
+    end, in the finished epoch), and a run stopped by max_steps inside an epoch would be
+    resumed at the next epoch by max_epochs training. Here an epoch-end checkpoint says the
+    epoch is completed and no batch of the next one has run; one written inside an epoch
+    says that epoch is still running (its batch counters are kept).
+    """
+    fit = checkpoint.get("loops", {}).get("fit_loop")
+    if not isinstance(fit, dict) or "epoch_progress" not in fit:
+        return
+    for counts in fit["epoch_progress"].values():
+        if counts.get("completed") != counts.get("processed", 0) - 1:
+            return  # not written in on_train_epoch_end: Lightning's own logic applies
+    for counts in fit["epoch_progress"].values():
+        if inside_epoch:
+            counts["processed"] = counts["completed"]
+        else:
+            counts["completed"] = counts["processed"]
+    if inside_epoch:
+        return
+    for key, progress in fit.items():
+        if key.startswith("epoch_loop.") and isinstance(progress, dict):
+            _zero_current(progress)
+    batches = fit.get("epoch_loop.batch_progress")
+    if isinstance(batches, dict) and "is_last_batch" in batches:
+        batches["is_last_batch"] = False
+
+
+def _zero_current(progress: dict[str, Any]) -> None:
+    """Zero the per-epoch ("current") counters of a Lightning progress record."""
+    for key, value in progress.items():
+        if key == "current" and isinstance(value, dict):
+            for name in value:
+                value[name] = 0
+        elif isinstance(value, dict):
+            _zero_current(value)
 
 
 class OnlineEvaluation(pl.Callback):

@@ -14,26 +14,14 @@ from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from omegaconf import DictConfig, OmegaConf
 
 from ssl_syre.errors import UserError
-from ssl_syre.run_dir import CONFIG, run_dir_of
+from ssl_syre.run_dir import run_dir_of
 
 # Write failures that the user fixes (space, quota, permissions, read-only disk).
 USER_FIXABLE_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 # Temporary files of interrupted writes: mkstemp(prefix=".<name>.") beside the target.
 PARTIAL_WRITE_PATTERN = ".?*.ckpt.*"
-# Config keys that shape a checkpoint's tensors and optimizer state: a run resumes only with
-# the same values (trainer.*, lr, data loading and evaluation settings may change).
-MODEL_KEYS = (
-    "method",
-    "method_kwargs",
-    "backbone",
-    "data.name",
-    "data.image_size",
-    "optimizer.name",
-    "syre",
-)
 
 
 class NonFiniteWeightsError(UserError):
@@ -66,6 +54,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, file)
                 file.flush()
                 os.fsync(file.fileno())
+            give_umask_mode(temporary)
             os.replace(temporary, target)
             _fsync_directory(target.parent)  # makes the rename itself survive a power cut
         except BaseException as error:
@@ -81,6 +70,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
         return load_checkpoint(path, map_location=map_location or "cpu")
+
+
+def umask() -> int:
+    """This process's umask, read without changing it where the OS allows."""
+    try:  # Linux: reading is free of the set-and-restore race os.umask() has with threads
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def give_umask_mode(path: str | Path) -> None:
+    """Set a file's mode to what open() would give a new file (0o666 less the umask).
+
+    Temporary files (mkstemp, safetensors' writer) are created 0600 whatever the umask, and
+    a rename keeps that mode: other users of a shared machine or a group project folder
+    could not read the checkpoint or the export.
+    """
+    os.chmod(path, 0o666 & ~umask())
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -182,49 +194,3 @@ def load_checkpoint(
             "it is not a training checkpoint"
         )
     return checkpoint
-
-
-def _flatten(value: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(value, dict):
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}.{key}"))
-        return flat if flat else {prefix: {}}
-    return {prefix: value}
-
-
-def _model_settings(cfg: dict[str, Any]) -> dict[str, Any]:
-    settings: dict[str, Any] = {}
-    for key in MODEL_KEYS:
-        value: Any = cfg
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        settings.update(_flatten(value, key))
-    return settings
-
-
-def check_resumable(checkpoint_path: Path, cfg: DictConfig) -> None:
-    """Refuse, in one line, to resume a checkpoint trained with another model or optimizer.
-
-    Compares the MODEL_KEYS of the checkpoint's config with this command's, before Lightning
-    loads anything, so the message names the setting instead of a tensor shape.
-
-    Raises:
-        UserError: the checkpoint cannot be loaded safely, or a model setting differs.
-    """
-    checkpoint = load_checkpoint(checkpoint_path, mmap=True)
-    saved = checkpoint.get("hyper_parameters", {}).get("cfg")
-    if not isinstance(saved, dict):
-        return  # not written by ssl_syre's pipeline: Lightning reports any mismatch
-    current: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    before, now = _model_settings(saved), _model_settings(current)
-    differ = [key for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
-    if not differ:
-        return
-    first = differ[0]
-    more = f" (and {len(differ) - 1} more: {', '.join(differ[1:4])})" if len(differ) > 1 else ""
-    raise UserError(
-        f"cannot resume from '{checkpoint_path}': it was trained with {first}="
-        f"{before.get(first)!r}, this command sets {first}={now.get(first)!r}{more}; repeat "
-        f"the run's own settings ({run_dir_of(checkpoint_path) / CONFIG}) with resume="
-    )

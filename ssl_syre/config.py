@@ -15,7 +15,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ssl_syre.errors import UserError, check_choice, suggest
+from ssl_syre.errors import UserError, check_choice, suggest, suggest_key
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -195,10 +195,30 @@ def format_omegaconf_error(error: OmegaConfBaseException, schema: DictConfig) ->
         parent_key, _, leaf = key.rpartition(".")
         parent = OmegaConf.select(schema, parent_key) if parent_key else schema
         choices = list(parent.keys()) if isinstance(parent, DictConfig) else []
-        return f"unknown config key '{key}'{suggest(leaf, choices)}; valid keys here: {', '.join(map(str, choices))}"
+        hint = suggest_key(key, [*_dotted_keys(schema), *(f"trainer.{k}" for k in _trainer_args())])
+        return f"unknown config key '{key}'{hint}; valid keys here: {', '.join(map(str, choices))}"
     if key:
         return f"bad value for config key '{key}': {message.splitlines()[0]}"
     return message.splitlines()[0]
+
+
+def _dotted_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Every dotted key of a config ('optimizer.lr', ...), sections included."""
+    keys: list[str] = []
+    for name in node.keys():
+        key = f"{prefix}{name}"
+        keys.append(key)
+        child = node._get_node(name)  # no value access: '???' and interpolations stay unread
+        if isinstance(child, DictConfig):
+            keys += _dotted_keys(child, f"{key}.")
+    return keys
+
+
+def _trainer_args() -> list[str]:
+    """The keyword arguments of lightning's Trainer: the valid `trainer.*` keys."""
+    from lightning.pytorch import Trainer
+
+    return sorted(set(inspect.signature(Trainer.__init__).parameters) - {"self"})
 
 
 def _read_yaml(path: Path) -> DictConfig:
@@ -331,7 +351,8 @@ def validate(cfg: DictConfig) -> None:
     for key in cfg.trainer:
         if key not in trainer_args:
             raise UserError(
-                f"unknown config key 'trainer.{key}'{suggest(str(key), trainer_args)}; "
+                f"unknown config key 'trainer.{key}'"
+                f"{suggest_key(f'trainer.{key}', [f'trainer.{a}' for a in trainer_args])}; "
                 "keys under trainer go to lightning.pytorch.Trainer"
             )
     for key in ("logger", "callbacks", "default_root_dir", "enable_checkpointing", "plugins"):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -34,16 +36,126 @@ def check_choice(key: str, value: str, choices: Iterable[str]) -> None:
         )
 
 
+# Names other libraries and papers use for our config keys' last parts; spelling distance
+# cannot find these (learning_rate is far from lr).
+KEY_ALIASES = {
+    "learning_rate": "lr",
+    "learningrate": "lr",
+    "base_lr": "lr",
+    "wd": "weight_decay",
+    "decay": "weight_decay",
+    "bs": "batch_size",
+    "batchsize": "batch_size",
+    "workers": "num_workers",
+    "epochs": "max_epochs",
+    "num_epochs": "max_epochs",
+    "steps": "max_steps",
+    "max_iters": "max_steps",
+    "gpus": "devices",
+    "sigma": "sigma0",
+    "anchor_std": "sigma0",
+    "arch": "name",
+    "model": "name",
+    "optim": "name",
+    "dataset": "name",
+    "img_size": "image_size",
+    "input_size": "image_size",
+    "k": "knn_k",
+    "temperature": "knn_t",
+}
+
+
+def suggest_key(key: str, valid: Iterable[str]) -> str:
+    """' (did you mean 'optimizer.lr'?)' for a wrong dotted config key, or ''.
+
+    Tried in turn: a known synonym of the last part (learning_rate -> lr) in the same
+    section, then anywhere; the same last part in another section (data.lr ->
+    optimizer.lr); a close spelling in the same section; a close spelling of the whole key.
+    The suggestion is always the whole dotted key.
+    """
+    keys = [str(k) for k in valid]
+    parent, _, leaf = key.rpartition(".")
+    prefix = f"{parent}." if parent else ""
+    lowered = leaf.lower()
+    for name in (KEY_ALIASES.get(lowered), lowered):
+        if name is None:
+            continue
+        if name != leaf and f"{prefix}{name}" in keys:
+            return f" (did you mean '{prefix}{name}'?)"
+        elsewhere = [k for k in keys if k.rpartition(".")[2] == name and k != key]
+        if len(elsewhere) == 1:
+            return f" (did you mean '{elsewhere[0]}'?)"
+    siblings = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == parent]
+    match = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.6)
+    if match:
+        return f" (did you mean '{prefix}{match[0]}'?)"
+    return suggest(key, keys)
+
+
+# Library warnings that mean a setting of the user's is off, in our words: (pattern, message).
+KNOWN_WARNINGS: list[tuple[re.Pattern[str], str]] = [
+    (  # lightly's CosineWarmupScheduler, stepped past the length it was built with
+        re.compile(r"Current step number (?P<step>\d+) exceeds max_steps (?P<end>\d+)"),
+        "step {step} is past the end of the lr schedule ({end} steps), so the lr stays at its "
+        "final value: the run trains longer than trainer.max_epochs/max_steps planned; resume "
+        "with the run's own trainer.max_epochs, or start a new run",
+    ),
+    (  # Lightning, when trainer.limit_train_batches makes an epoch shorter than the log interval
+        re.compile(
+            r"number of training batches \((?P<batches>\d+)\) is smaller than the logging "
+            r"interval Trainer\(log_every_n_steps=(?P<every>\d+)\)"
+        ),
+        "an epoch has {batches} training batches, fewer than trainer.log_every_n_steps={every}, "
+        "so no step of it is logged; set trainer.log_every_n_steps={batches} or lower",
+    ),
+]
+
+
+def warning_line(message: Warning | str) -> str:
+    """One line 'warning: ...' for a warning: a known library one in our words, ours as is."""
+    text = " ".join(str(message).split())
+    for pattern, ours in KNOWN_WARNINGS:
+        found = pattern.search(text)
+        if found:
+            text = ours.format(**found.groupdict())
+            break
+    return f"warning: {text}"
+
+
+def _format_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    # Python's format names the file, line number and category and repeats the source line,
+    # which reads like a crash; a user needs the message. --debug keeps Python's format.
+    return warning_line(message) + "\n"
+
+
 def run_cli(main: Callable[[list[str]], T], argv: list[str] | None = None) -> T:
     """Run a CLI entry point, turning known errors into one line on stderr and exit code 2.
 
-    Set SSL_SYRE_DEBUG=1 or pass --debug to see the full traceback instead.
+    Warnings print as one line `warning: ...` (see KNOWN_WARNINGS). Set SSL_SYRE_DEBUG=1 or
+    pass --debug to see the full traceback and Python's warning format instead.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("SSL_SYRE_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     if debug:
         return main(argv)
+    # formatwarning, not showwarning: recorders (pytest.warns, catch_warnings(record=True))
+    # keep receiving the warnings themselves.
+    original_format = warnings.formatwarning
+    warnings.formatwarning = _format_warning
+    try:
+        return _run(main, argv)
+    finally:
+        warnings.formatwarning = original_format
+
+
+def _run(main: Callable[[list[str]], T], argv: list[str]) -> T:
     try:
         return main(argv)
     except UserError as error:

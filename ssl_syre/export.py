@@ -112,6 +112,9 @@ def export_backbone(
         safe_serialization=True,
         data_config=data_config,
     )
+    from ssl_syre.checkpoint import give_umask_mode  # here: it imports Lightning
+
+    give_umask_mode(out_dir / "model.safetensors")  # safetensors writes it 0600
     return out_dir
 
 

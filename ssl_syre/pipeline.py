@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from ssl_syre.callbacks import OnlineEvaluation, ReseedEachEpoch
-from ssl_syre.checkpoint import AtomicCheckpointIO, check_resumable
+from ssl_syre.checkpoint import AtomicCheckpointIO
 from ssl_syre.config import DEFAULT_CONFIG, load_config
 from ssl_syre.data import (
     DataInfo,
@@ -43,6 +43,7 @@ from ssl_syre.evaluation.features import split_features
 from ssl_syre.evaluation.report import evaluate_features, format_results
 from ssl_syre.export import export_backbone
 from ssl_syre.methods import METHODS, SSLMethod
+from ssl_syre.resume import check_resumable
 from ssl_syre.run_dir import (
     CHECKPOINTS,
     CONFIG,
@@ -151,6 +152,12 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # A resume writes into its own checkpoints/ folder; one inside an epoch skips the trained
+    # batches itself (ReseedEachEpoch), which Lightning cannot see in the DataLoader.
+    warnings.filterwarnings(
+        "ignore", message=r".*Checkpoint directory .* exists and is not empty.*"
+    )
+    warnings.filterwarnings("ignore", message=".*checkpoint that ended before the epoch ended.*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: "litlogger" not in record.getMessage()
     )
@@ -190,7 +197,7 @@ def train(cfg: DictConfig) -> Path:
     # Order (and worker seeds) from (seed, epoch) alone: a resumed run replays the same epochs.
     loader, sampler = train_loader(train_set, cfg.data, cfg.seed, cfg.data.augment_on)
     callbacks: list[pl.Callback] = [
-        ReseedEachEpoch(cfg.seed, sampler),
+        ReseedEachEpoch(cfg.seed, sampler, batch_size=cfg.data.batch_size),
         ModelCheckpoint(
             dirpath=run_dir / CHECKPOINTS,
             filename="epoch{epoch:03d}",

@@ -177,3 +177,27 @@ def test_another_methods_kwargs_are_dropped_with_a_warning() -> None:
     assert "temperature" not in cfg.method_kwargs
     assert load_config(None, ["method_kwargs.temperature=0.2"]).method_kwargs.temperature == 0.2
     assert "temprature" in error_of(overrides=["method=byol", "method_kwargs.temprature=0.2"])
+
+
+@pytest.mark.parametrize(
+    ("override", "suggestion"),
+    [
+        ("optimizer.learning_rate=0.1", "optimizer.lr"),  # a synonym, far in spelling
+        ("optimizer.wd=0.1", "optimizer.weight_decay"),
+        ("data.lr=0.1", "optimizer.lr"),  # the right key in another section
+        ("syre.sigma=1.0", "syre.sigma0"),
+        ("eval.knn_kk=3", "eval.knn_k"),  # a typo: still the whole dotted key
+        ("trainer.epochs=3", "trainer.max_epochs"),
+        ("trainer.max_epoch=3", "trainer.max_epochs"),
+    ],
+)
+def test_a_wrong_key_suggests_the_whole_dotted_key(override: str, suggestion: str) -> None:
+    with pytest.raises(UserError) as refused:
+        load_config(None, [override])
+    assert f"(did you mean '{suggestion}'?)" in str(refused.value)
+
+
+def test_a_key_far_from_every_key_gets_no_suggestion() -> None:
+    with pytest.raises(UserError) as refused:
+        load_config(None, ["zebra=1"])
+    assert "did you mean" not in str(refused.value)

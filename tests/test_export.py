@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import stat
 import subprocess
 import sys
 import textwrap
@@ -349,3 +350,16 @@ def test_channels_last_backbone_trains_and_exports_contiguous(tmp_path: Path) ->
     np.testing.assert_allclose(
         backbone_features(reloaded, inputs), backbone_features(model.backbone, inputs), atol=1e-5
     )
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])
+def test_export_weights_get_the_mode_the_umask_gives(mask: int, tmp_path: Path) -> None:
+    """safetensors writes model.safetensors 0600; the export gives it 0o666 less the umask."""
+    model, _ = tiny_method()
+    previous = os.umask(mask)
+    try:
+        export = export_backbone(model, tmp_path / "export")
+    finally:
+        os.umask(previous)
+    for name in ("model.safetensors", "config.json"):
+        assert stat.S_IMODE((export / name).stat().st_mode) == 0o666 & ~mask, name

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,13 @@ def parse_args(protocol: str, argv: list[str]) -> argparse.Namespace:
         help=f"comma-separated feature kinds from {', '.join(FEATURE_KINDS)} (default: backbone)",
     )
     parser.add_argument(
-        "--out", default=None, help=f"JSON path (default: RUN_DIR/eval_{protocol}.json)"
+        "--out",
+        default=None,
+        help=f"JSON file or folder (default: RUN_DIR/eval_{protocol}.json, or "
+        f"eval_{protocol}_<overrides>.json with overrides; a taken name gets -1, -2, ...)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing JSON file instead of keeping it"
     )
     parser.add_argument(
         "--device", default=None, help="cuda or cpu (default: cuda when available, else cpu)"
@@ -157,9 +164,7 @@ def evaluate(protocol: str, argv: list[str]) -> dict[str, Any]:
             f"config key 'eval.linear_epochs' must be >= 1 for the linear probe, got "
             f"{cfg.eval.linear_epochs}"
         )
-    out = Path(args.out) if args.out else loaded.out_dir / f"eval_{protocol}.json"
-    if out.is_dir():
-        out = out / f"eval_{protocol}.json"
+    out, kept = output_path(args, protocol, loaded.out_dir)
     check_writable(out)  # before the features are extracted: fail fast, lose no work
     train, test, info = extract(loaded, kinds, device)
     if protocol == "knn":
@@ -194,8 +199,43 @@ def evaluate(protocol: str, argv: list[str]) -> dict[str, Any]:
             f"cannot write '{out}' ({error.strerror or error}); the results are printed above; "
             "pass --out FILE in a writable folder"
         ) from None
-    print(f"wrote {out}")
+    print(f"wrote {out}" + (f" ({kept} holds an earlier evaluation and is kept)" if kept else ""))
     return payload
+
+
+def result_name(protocol: str, overrides: list[str]) -> str:
+    """eval_knn.json, or eval_knn_<overrides>.json: another protocol gets another file."""
+    if not overrides:
+        return f"eval_{protocol}.json"
+    slug = re.sub(r"[^A-Za-z0-9._=,+-]", "", "_".join(overrides))[:120]
+    return f"eval_{protocol}_{slug}.json"
+
+
+def output_path(args: argparse.Namespace, protocol: str, out_dir: Path) -> tuple[Path, Path | None]:
+    """Where the JSON goes, and the earlier file of that name that is kept (or None).
+
+    A name we choose (no --out, or --out FOLDER) that is taken gets -1, -2, ... so that no
+    earlier evaluation is lost (the weights may have trained on since); a file named with
+    --out FILE is replaced only with --force.
+
+    Raises:
+        UserError: --out FILE exists and --force is not given.
+    """
+    explicit = Path(args.out) if args.out else None
+    if explicit is not None and not explicit.is_dir():
+        if explicit.exists() and not args.force:
+            raise UserError(
+                f"'{explicit}' exists (an earlier evaluation); pass --force to replace it, or "
+                "another --out FILE"
+            )
+        return explicit, None
+    out = (explicit or out_dir) / result_name(protocol, list(args.overrides))
+    if args.force or not out.exists():
+        return out, None
+    number = 1
+    while (numbered := out.with_name(f"{out.stem}-{number}{out.suffix}")).exists():
+        number += 1
+    return numbered, out
 
 
 def check_writable(out: Path) -> None:

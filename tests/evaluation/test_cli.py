@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -142,7 +143,7 @@ def test_linear_probe_script_writes_json_and_matches_metrics(run_dir: Path, metr
         (lambda run, tmp: [str(run / "config.yaml")], "not a checkpoint"),
         (lambda run, tmp: [str(_garbage(tmp))], "cannot load checkpoint"),
         (lambda run, tmp: [str(run), "backbone.name=resnet18"], "cannot override"),
-        (lambda run, tmp: [str(run), "eval.knn_kk=3"], "did you mean 'knn_k'"),
+        (lambda run, tmp: [str(run), "eval.knn_kk=3"], "did you mean 'eval.knn_k'"),
         (lambda run, tmp: [str(run), "--features", "backbon"], "did you mean 'backbone'"),
         (lambda run, tmp: [], "pass PATH"),
         (lambda run, tmp: [str(run), "--device", "foo"], "--device foo is not usable"),
@@ -233,3 +234,33 @@ def _garbage(folder: Path) -> Path:
     path = folder / "broken.ckpt"
     path.write_bytes(b"\x00not a checkpoint")
     return path
+
+
+def test_earlier_results_are_kept_and_the_output_says_where(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A second evaluation never replaces the first: a taken name gets -1; another protocol
+    gets a name of its own; --out FILE that exists needs --force."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("eval_*.json"))
+    run_cli(main_knn, [str(run)])
+    first = (run / "eval_knn.json").read_bytes()
+    capsys.readouterr()
+    run_cli(main_knn, [str(run)])
+    assert (run / "eval_knn.json").read_bytes() == first
+    said = capsys.readouterr().out
+    assert f"wrote {run / 'eval_knn-1.json'}" in said and "earlier evaluation" in said
+    run_cli(main_knn, [str(run), "eval.knn_k=[5]"])
+    assert (run / "eval_knn_eval.knn_k=5.json").is_file()
+    run_cli(main_linear_probe, [str(run), "eval.linear_epochs=2"])
+    assert (run / "eval_linear_probe_eval.linear_epochs=2.json").is_file()
+
+    out = run / "mine.json"
+    out.write_text("{}")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main_knn, [str(run), "--out", str(out)])
+    assert exit_info.value.code == 2 and "--force" in capsys.readouterr().err
+    assert out.read_text() == "{}"
+    run_cli(main_knn, [str(run), "--out", str(out), "--force"])
+    assert json.loads(out.read_text())["knn"]
