@@ -28,7 +28,7 @@ from ssl_syre.evaluation.symmetry import (
     SymmetryReport,
     diagnose_model,
 )
-from ssl_syre.evaluation.symmetry_report import PICTURE, format_report, plot_report
+from ssl_syre.evaluation.symmetry_report import PICTURE, first_images, format_report, plot_report
 from ssl_syre.export import PATH_KINDS, LoadedModel, load_model
 
 
@@ -83,9 +83,7 @@ def input_batch(loaded: LoadedModel, samples: int) -> Tensor | None:
             f"{info.in_chans}; pass a data set with {loaded.in_chans} channel(s), or --samples 0"
         )
     train_set, test_set = build_eval_datasets(loaded.cfg.data, loaded.cfg.seed)
-    dataset = test_set if test_set is not None else train_set
-    count = min(samples, len(dataset))
-    return torch.stack([torch.as_tensor(dataset[i][0]) for i in range(count)])
+    return first_images(test_set if test_set is not None else train_set, samples)
 
 
 def checkpoint_anchors(loaded: LoadedModel) -> dict[str, Tensor] | None:

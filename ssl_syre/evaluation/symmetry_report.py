@@ -136,3 +136,21 @@ def write_report(report: SymmetryReport, out_dir: str | Path, title: str | None 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / REPORT).write_text(json.dumps(report.to_json(), indent=2))
     return plot_report(report, out_dir / PICTURE, title)
+
+
+def first_images(dataset: Any, samples: int) -> Any:
+    """The first `samples` images of an evaluation data set, stacked: the diagnostics' batch."""
+    import torch
+
+    count = min(samples, len(dataset))
+    return torch.stack([torch.as_tensor(dataset[i][0]) for i in range(count)]) if count else None
+
+
+def diagnose_method(model: Any, dataset: Any | None, samples: int = 512) -> SymmetryReport:
+    """`diagnose_model` of an SSL method with its own SyRe anchors and `samples` test images."""
+    from ssl_syre.evaluation.symmetry import diagnose_model
+
+    syre = getattr(model, "syre", None)
+    anchors = None if syre is None or syre.zero_anchors else syre.anchors
+    batch = first_images(dataset, samples) if dataset is not None else None
+    return diagnose_model(model, batch, anchors=anchors)
