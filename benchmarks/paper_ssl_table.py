@@ -277,7 +277,9 @@ def main() -> None:
     if not args.collect_only:
         for seed in args.seeds:  # seed-major: a partial table has whole seeds
             for arm in args.arms:
-                train_cell(arm, seed, args)
+                run_dir = train_cell(arm, seed, args)
+                if not args.dry_run:
+                    projector_low_rank(run_dir)  # now, while the cell's files are warm
     if args.dry_run:
         return
     table = collect(args)
