@@ -90,7 +90,7 @@ def plot_report(report: SymmetryReport, path: str | Path, title: str | None = No
     layers = report.layers
     middle = report.totals.get("low_rank_layers_threshold") or "0.001"
     rows = max(len(layers), 1)
-    figure = Figure(figsize=(8, 1.5 + 0.28 * rows), dpi=110)
+    figure = Figure(figsize=(8, 2.2 + 0.28 * rows), dpi=110)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     bars = [
@@ -115,7 +115,9 @@ def plot_report(report: SymmetryReport, path: str | Path, title: str | None = No
     axes.set_xlim(0, 100)
     axes.set_xlabel("% of the layer's units (low-rank: % of its singular values)")
     axes.grid(axis="x", alpha=0.3)
-    axes.legend(fontsize=7, loc="lower right")
+    axes.legend(
+        fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.09 - 1.5 / (3 + rows)), ncol=2
+    )
     totals = report.totals
     axes.set_title(
         (title + "\n" if title else "")
