@@ -16,6 +16,8 @@ from torch.utils.data import Dataset, Sampler
 from ssl_syre.evaluation.collapse import collapse_metrics
 from ssl_syre.evaluation.features import eval_loader, extract_features
 from ssl_syre.evaluation.knn import knn_classify
+from ssl_syre.evaluation.symmetry import summary_of
+from ssl_syre.evaluation.symmetry_report import diagnose_method
 
 
 def epoch_seed(seed: int, epoch: int, *stream: int) -> int:
@@ -240,7 +242,8 @@ def _zero_current(progress: dict[str, Any]) -> None:
 
 
 class OnlineEvaluation(pl.Callback):
-    """Every N epochs: kNN accuracy and collapse metrics of backbone and projector features.
+    """Every N epochs: kNN accuracy and collapse metrics of backbone and projector features,
+    and the weight diagnostics' totals (dead, duplicated, low-rank units: `symmetry_*`).
 
     Runs on rank 0 only, on fixed subsets (a kNN bank and a test sample) so that it costs
     little whatever the data set's size; the final, full evaluation happens after training.
@@ -298,4 +301,8 @@ class OnlineEvaluation(pl.Callback):
             collapse = collapse_metrics(test.by_kind[kind])
             metrics[f"rankme_{kind}"] = collapse["rankme"]
             metrics[f"low_rankness_{kind}"] = collapse["low_rankness"]
+        # A collapse of the weights shows here as it happens, not only in symmetry.png at the end.
+        symmetry = diagnose_method(pl_module, self.test, samples=512)
+        for name, value in summary_of(symmetry).items():
+            metrics[f"symmetry_{name}"] = float(value)
         return metrics

@@ -147,6 +147,9 @@ class SyReConfig:
     # adamw (AdamW's own decay). See syre_mode() and docs/syre.md.
     mode: str = "auto"
     include_1d: bool = False  # also cover biases and norm weights (anchored around their init)
+    # default: the timm convention above (>= 2-D weights; include_1d adds biases and norms);
+    # conv_linear: every conv and linear weight and bias, no norm layer (the paper's notebook).
+    cover: str = "default"
     parts: list[str] = field(
         default_factory=lambda: ["backbone", "projection_head", "prediction_head"]
     )
@@ -333,6 +336,7 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("optimizer.scheduler", cfg.optimizer.scheduler, ["cosine", "constant"])
     _check_choice("syre.mode", cfg.syre.mode, ["auto", *MODES])
     _check_choice("syre.anchor_scale", cfg.syre.anchor_scale, list(ANCHOR_SCALES))
+    _check_choice("syre.cover", cfg.syre.get("cover", "default"), ["default", "conv_linear"])
     if cfg.optimizer.name == "lars" and syre_mode(cfg) != "coupled":
         raise UserError(
             "optimizer.name=lars needs syre.mode=coupled: LARS puts the decay inside its "

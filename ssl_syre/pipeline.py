@@ -41,6 +41,8 @@ from ssl_syre.distributed import SyReAnchorCheck
 from ssl_syre.errors import UserError
 from ssl_syre.evaluation.features import split_features
 from ssl_syre.evaluation.report import evaluate_features, format_results
+from ssl_syre.evaluation.symmetry import summary_of
+from ssl_syre.evaluation.symmetry_report import diagnose_method, write_report
 from ssl_syre.export import export_backbone
 from ssl_syre.methods import METHODS, SSLMethod
 from ssl_syre.resume import check_resumable
@@ -321,6 +323,10 @@ def finish(
     if not model.syre.zero_anchors:
         prefixes = {part: f"{part}." for part in model.trainable_parts()}
         metrics["syre_distance_to_anchor"] = model.syre.distance_to_anchor(prefixes)
+    # Weight diagnostics (dead, duplicated, low-rank units): symmetry.json/.png, totals here.
+    symmetry = diagnose_method(model, eval_test if eval_test is not None else eval_train)
+    write_report(symmetry, run_dir, title=f"{cfg.method}, {cfg.backbone.name}: {run_dir.name}")
+    metrics["symmetry"] = summary_of(symmetry)
     export_dir = None
     if cfg.export:
         knn = [r for r in results["knn"] if r["features"] == "backbone"]
@@ -335,7 +341,7 @@ def finish(
     if summary:
         print(summary)
     print(
-        f"run directory: {run_dir}  (metrics.json, spectrum.png, checkpoints/, logs/"
+        f"run directory: {run_dir}  (metrics.json, spectrum.png, symmetry.png, checkpoints/, logs/"
         + (", export/)" if export_dir else ")")
     )
 

@@ -147,3 +147,38 @@ def test_ablation_pairs_each_sigma0_with_the_off_cell_of_its_mode(tmp_path: Path
     assert "| simclr | off (toward 0) | coupled toward 0, 0.0006/step | 0,1 | 55.0 ± 7.1 |" in text
     # Paired by seed: +5 and +2 points -> 3.5 ± 2.1, not the 3.5 ± 10 of unpaired means.
     assert "| simclr | coupled | sigma0=0.3 | 0,1 | 3.5 ± 2.1 |" in text
+
+
+def test_paper_table_pairs_each_arm_with_decay_toward_0_and_prints_the_paper(
+    tmp_path: Path,
+) -> None:
+    """Collect and markdown of benchmarks/paper_ssl_table.py on fake finished cells."""
+    import argparse
+
+    import paper_ssl_table
+
+    args = argparse.Namespace(
+        output_dir=str(tmp_path), scale="cpu", arms=["off", "abs0.01"], seeds=[0, 1], set=[]
+    )
+    for (arm, seed), knn in {("off", 0): 0.5, ("off", 1): 0.6, ("abs0.01", 0): 0.55}.items():
+        run_dir = paper_ssl_table.run_dir_of(arm, seed, args)
+        run_dir.mkdir(parents=True)
+        metrics = fake_metrics(knn, "coupled", 0.0 if arm == "off" else 0.01)
+        metrics["symmetry"] = {"dead_units": 3, "duplicated_units": 2 + seed, "low_rank_0.001": 0.5}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        # The projector's shares are cached beside the run; no checkpoint is needed then.
+        shares = {"0.01": 90.0, "0.001": 70.0 + seed, "0.0001": 10.0}
+        (run_dir / "paper_table_cell.json").write_text(json.dumps(shares))
+    table = paper_ssl_table.collect(args)
+    assert [(arm, row["seeds"]) for arm, row in table["rows"].items()] == [
+        ("off", [0, 1]),
+        ("abs0.01", [0]),
+    ]
+    assert "syre.cover=conv_linear" in table["overrides"]
+    text = paper_ssl_table.markdown(table)
+    off_row = next(line for line in text.splitlines() if line.startswith("| decay toward 0 |"))
+    cells = [cell.strip() for cell in off_row.strip("|").split("|")]
+    assert cells[3:6] == ["90.0 ± 0.0", "70.5 ± 0.7", "10.0 ± 0.0"]
+    assert cells[10] == "3.0 ± 0.0" and cells[12] == "2.5 ± 0.7" and cells[13] == "50.00 ± 0.00"
+    assert cells[-3:] == ["70%", "22.2", "~46.8"]  # the paper's numbers beside
+    assert "| sigma0=0.01 absolute (paper) | 0 | 0.0 |" in text  # paired with off, seed 0

@@ -83,6 +83,17 @@ def split_fixed_lr(groups: list[dict[str, Any]], fixed: set[int]) -> list[dict[s
     return split
 
 
+def conv_linear_names(module: nn.Module) -> set[str]:
+    """Names of the weights and biases of every conv and linear layer of `module`."""
+    layers = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+    return {
+        f"{prefix}.{name}" if prefix else name
+        for prefix, layer in module.named_modules()
+        if isinstance(layer, layers)
+        for name, _ in layer.named_parameters(recurse=False)
+    }
+
+
 class NonFiniteLossError(UserError):
     """The training loss became NaN or infinite."""
 
@@ -217,6 +228,11 @@ class SSLMethod(pl.LightningModule):
             for name, param in module.named_parameters()
         ]
         syre_cfg = self.cfg.syre
+        include_1d = bool(syre_cfg.include_1d)
+        if syre_cfg.get("cover", "default") == "conv_linear":
+            # The paper's notebook: every conv and linear weight and bias, no norm layer.
+            named = [(name, param) for name, param in named if name in conv_linear_names(self)]
+            include_1d = True
         return SyRe(
             self,
             weight_decay=self.decay_strength(),
@@ -225,7 +241,7 @@ class SSLMethod(pl.LightningModule):
             anchor_scale=syre_cfg.anchor_scale,
             seed=self.cfg.seed if syre_cfg.seed is None else syre_cfg.seed,
             mode=syre_mode(self.cfg),
-            include_1d=syre_cfg.include_1d,
+            include_1d=include_1d,
             parameters=named,
         )
 

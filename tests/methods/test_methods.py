@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ssl_syre.data import data_info
+from ssl_syre.errors import UserError
 from ssl_syre.methods import METHODS
 from tests.conftest import build_method
 
@@ -267,3 +268,27 @@ def test_a_config_saved_before_newer_keys_still_builds_the_model() -> None:
     del saved["syre"]["anchor_scale"], saved["data"]["augment_on"]  # keys of 2026-11-27
     model = METHODS["simclr"](saved, data_info(cfg.data))
     assert model.syre.anchor_scale == "fan_in" and model.cfg.data.augment_on == "device"
+
+
+def test_syre_cover_conv_linear_is_every_conv_and_linear_weight_and_bias() -> None:
+    """The paper's notebook: every conv/linear weight and bias carries an anchor, no norm layer."""
+    model, _ = build_method(
+        "simclr",
+        "method_kwargs.projection_batch_norm=false",  # linear layers with biases
+        "syre.cover=conv_linear",
+        "syre.anchor_scale=absolute",
+        "syre.sigma0=0.01",
+    )
+    expected = {
+        f"{part}.{module_name}.{name}"
+        for part in ("backbone", "projection_head")
+        for module_name, module in getattr(model, part).named_modules()
+        if isinstance(module, (nn.Conv2d, nn.Linear))
+        for name, _ in module.named_parameters(recurse=False)
+    }
+    assert any(name.endswith(".bias") for name in expected)
+    assert set(model.syre.covered_names) == expected
+    default, _ = build_method("simclr", "method_kwargs.projection_batch_norm=false")
+    assert set(default.syre.covered_names) == {n for n in expected if n.endswith(".weight")}
+    with pytest.raises(UserError, match="syre.cover"):
+        build_method("simclr", "syre.cover=everything")
