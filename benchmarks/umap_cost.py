@@ -1,0 +1,96 @@
+"""Cost of the end-of-training UMAP picture (eval.umap): wall time of write_umap, cold and warm.
+
+numba compiles umap-learn's and pynndescent's kernels the first time they run in a fresh
+numba cache (a fresh machine or virtual environment) and loads them from the cache after that,
+so each measurement runs in its own process with a given NUMBA_CACHE_DIR: a new empty one
+(cold) and then the same one again (warm). The features are those of the quick start's test
+split (10,000 Fashion-MNIST images through timm's test_resnet, 96 dimensions); pass --export
+to use a trained backbone, else a randomly initialized one (UMAP's cost depends on N and D).
+
+    python benchmarks/umap_cost.py --points 2000 5000 10000 --out benchmarks/results/umap_cost.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def features(export: str | None):
+    import timm
+
+    from ssl_syre.config import load_config
+    from ssl_syre.data import build_eval_datasets
+    from ssl_syre.evaluation.features import eval_loader, extract_features
+    from ssl_syre.export import load_backbone
+
+    cfg = load_config(ROOT / "configs" / "default.yaml", ["data.test_subset=null"])
+    _, test = build_eval_datasets(cfg.data, cfg.seed)
+    backbone = (
+        load_backbone(export)
+        if export
+        else timm.create_model("test_resnet", num_classes=0, in_chans=1)
+    )
+    return extract_features(backbone, eval_loader(test, 512))
+
+
+def measure(points: int, export: str | None, out_png: Path) -> dict:
+    from ssl_syre.evaluation.umap_plot import write_umap
+
+    test = features(export)
+    started = time.perf_counter()
+    write_umap(test.by_kind["backbone"], test.labels, out_png, seed=0, max_points=points)
+    return {"points": points, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, nargs="+", default=[2000, 5000, 10000])
+    parser.add_argument("--export", default=None, help="an export directory (trained backbone)")
+    parser.add_argument("--out", default=None, help="write the records as JSON here")
+    parser.add_argument("--png", default=None, help="where the one measurement writes umap.png")
+    parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one is not None:  # the child process: one measurement, printed as JSON
+        png = Path(args.png or tempfile.mkdtemp()) / "umap.png"
+        print(json.dumps(measure(args.one, args.export, png)))
+        return
+    records = []
+    for points in args.points:
+        cache = tempfile.mkdtemp(prefix="numba-cache-")
+        for state in ("cold", "warm"):
+            command = [sys.executable, __file__, "--one", str(points)]
+            if args.export:
+                command += ["--export", args.export]
+            if args.png:
+                command += ["--png", args.png]
+            started = time.perf_counter()
+            done = subprocess.run(
+                command,
+                env={**os.environ, "NUMBA_CACHE_DIR": cache},
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=ROOT,
+            )
+            record = json.loads(done.stdout.strip().splitlines()[-1])
+            record.update(cache=state, process_seconds=round(time.perf_counter() - started, 1))
+            print(json.dumps(record), flush=True)
+            records.append(record)
+    if args.out:
+        Path(args.out).write_text(
+            json.dumps({"load": os.getloadavg(), "records": records}, indent=2)
+        )
+
+
+if __name__ == "__main__":
+    main()
