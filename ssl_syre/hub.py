@@ -165,3 +165,29 @@ def model_card(section: dict[str, Any], config: dict[str, Any], repo_id: str) ->
         "tags": ["image-feature-extraction", "timm", "self-supervised"],
         "license": "mit",
     }
+
+
+def export_and_push(path: Path, out: str | None, repo_id: str, private: bool) -> str:
+    """`python -m ssl_syre.export PATH --push-to-hub USER/NAME`: push PATH's export.
+
+    PATH is an export directory, a run directory (its export/, made from checkpoints/last.ckpt
+    when missing) or a checkpoint (exported to `out` or RUN/export first when that holds none).
+    """
+    from ssl_syre.export import export_checkpoint
+    from ssl_syre.run_dir import EXPORT, last_checkpoint, run_dir_of
+
+    check_repo_id(repo_id, "--push-to-hub")
+    if (path / "config.json").is_file():
+        export_dir = path
+    else:
+        checkpoint = last_checkpoint(path) if path.is_dir() else path
+        export_dir = Path(out) if out else run_dir_of(checkpoint.resolve()) / EXPORT
+        if not (export_dir / "config.json").is_file():
+            export_dir = export_checkpoint(checkpoint, export_dir)
+            print(f"exported backbone to {export_dir}")
+    url = push_export(export_dir, repo_id, private)
+    print(
+        f"pushed {export_dir} to {url}; load it with "
+        f"timm.create_model('hf-hub:{repo_id}', pretrained=True)"
+    )
+    return url

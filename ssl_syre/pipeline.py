@@ -434,7 +434,13 @@ def headline(results: dict[str, list[dict[str, Any]]], cfg: DictConfig) -> str:
     return line
 
 
-def main(argv: list[str]) -> Path:
+def main(argv: list[str]) -> Path | None:
+    """python train.py [CONFIG.yaml] [dotted.key=value ...]; -h/--help prints the keys."""
+    if "-h" in argv or "--help" in argv:
+        from ssl_syre.usage import train_help
+
+        print(train_help())
+        return None
     path, overrides = parse_args(argv)
     if path is None and DEFAULT_CONFIG.is_file():
         path = str(DEFAULT_CONFIG)
