@@ -3,7 +3,7 @@
 numba compiles umap-learn's and pynndescent's kernels the first time they run in a fresh
 numba cache (a fresh machine or virtual environment) and loads them from the cache after that,
 so each measurement runs in its own process with a given NUMBA_CACHE_DIR: a new empty one
-(cold) and then the same one again (warm). The features are those of the quick start's test
+(cold, once, at the first --points) and then the same one again (warm, every --points). The features are those of the quick start's test
 split (10,000 Fashion-MNIST images through timm's test_resnet, 96 dimensions); pass --export
 to use a trained backbone, else a randomly initialized one (UMAP's cost depends on N and D).
 
@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--export", default=None, help="an export directory (trained backbone)")
     parser.add_argument("--out", default=None, help="write the records as JSON here")
     parser.add_argument("--png", default=None, help="where the one measurement writes umap.png")
+    parser.add_argument("--cache", default=None, help="reuse this numba cache (warm runs only)")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:  # the child process: one measurement, printed as JSON
@@ -65,27 +66,32 @@ def main() -> None:
         print(json.dumps(measure(args.one, args.export, png)))
         return
     records = []
-    for points in args.points:
-        cache = tempfile.mkdtemp(prefix="numba-cache-")
-        for state in ("cold", "warm"):
-            command = [sys.executable, __file__, "--one", str(points)]
-            if args.export:
-                command += ["--export", args.export]
-            if args.png:
-                command += ["--png", args.png]
-            started = time.perf_counter()
-            done = subprocess.run(
-                command,
-                env={**os.environ, "NUMBA_CACHE_DIR": cache},
-                capture_output=True,
-                text=True,
-                check=True,
-                cwd=ROOT,
-            )
-            record = json.loads(done.stdout.strip().splitlines()[-1])
-            record.update(cache=state, process_seconds=round(time.perf_counter() - started, 1))
-            print(json.dumps(record), flush=True)
-            records.append(record)
+    cache = args.cache or tempfile.mkdtemp(prefix="numba-cache-")
+    # Cold once (the first --points, compiling into the empty cache), then warm for each.
+    runs = [] if args.cache else [(args.points[0], "cold")]
+    for points, state in [*runs, *((points, "warm") for points in args.points)]:
+        command = [sys.executable, __file__, "--one", str(points)]
+        if args.export:
+            command += ["--export", args.export]
+        if args.png:
+            command += ["--png", args.png]
+        started = time.perf_counter()
+        done = subprocess.run(
+            command,
+            env={**os.environ, "NUMBA_CACHE_DIR": cache},
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        record = json.loads(done.stdout.strip().splitlines()[-1])
+        record.update(
+            cache=state,
+            process_seconds=round(time.perf_counter() - started, 1),
+            load=os.getloadavg(),
+        )
+        print(json.dumps(record), flush=True)
+        records.append(record)
     if args.out:
         Path(args.out).write_text(
             json.dumps({"load": os.getloadavg(), "records": records}, indent=2)

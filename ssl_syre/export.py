@@ -37,6 +37,7 @@ from ssl_syre.config import (
     DataConfig,
     EvalConfig,
     SyReConfig,
+    export_as_section,
     format_omegaconf_error,
     validate,
 )
@@ -367,7 +368,7 @@ def merged_config(stored: dict[str, Any], overrides: list[str], origin: str) -> 
     check_overrides(overrides)
     schema = OmegaConf.structured(Config)
     try:
-        cfg = OmegaConf.merge(schema, stored)
+        cfg = OmegaConf.merge(schema, export_as_section(stored))
     except OmegaConfBaseException as error:
         raise UserError(
             f"the config saved in '{origin}' does not fit this version of ssl_syre "
