@@ -43,13 +43,24 @@ def features(export: str | None):
     return extract_features(backbone, eval_loader(test, 512))
 
 
-def measure(points: int, export: str | None, out_png: Path) -> dict:
+def measure(points: int, arrays: Path, out_png: Path) -> dict:
+    """One write_umap call: wall seconds and CPU seconds (all threads of this process)."""
+    import numpy as np
+    import torch
+
     from ssl_syre.evaluation.umap_plot import write_umap
 
-    test = features(export)
-    started = time.perf_counter()
-    write_umap(test.by_kind["backbone"], test.labels, out_png, seed=0, max_points=points)
-    return {"points": points, "seconds": round(time.perf_counter() - started, 1)}
+    data = np.load(arrays)
+    torch.set_num_threads(1)
+    started, cpu = time.perf_counter(), time.process_time()
+    write_umap(
+        torch.from_numpy(data["features"]), torch.from_numpy(data["labels"]), out_png, 0, points
+    )
+    return {
+        "points": points,
+        "seconds": round(time.perf_counter() - started, 1),
+        "cpu_seconds": round(time.process_time() - cpu, 1),
+    }
 
 
 def main() -> None:
@@ -60,19 +71,23 @@ def main() -> None:
     parser.add_argument("--png", default=None, help="where the one measurement writes umap.png")
     parser.add_argument("--cache", default=None, help="reuse this numba cache (warm runs only)")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--arrays", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:  # the child process: one measurement, printed as JSON
         png = Path(args.png or tempfile.mkdtemp()) / "umap.png"
-        print(json.dumps(measure(args.one, args.export, png)))
+        print(json.dumps(measure(args.one, Path(args.arrays), png)))
         return
+    import numpy as np
+
+    test = features(args.export)  # once: every child reads the same features
+    arrays = Path(tempfile.mkdtemp(prefix="umap-cost-")) / "features.npz"
+    np.savez(arrays, features=test.by_kind["backbone"].numpy(), labels=test.labels.numpy())
     records = []
     cache = args.cache or tempfile.mkdtemp(prefix="numba-cache-")
     # Cold once (the first --points, compiling into the empty cache), then warm for each.
     runs = [] if args.cache else [(args.points[0], "cold")]
     for points, state in [*runs, *((points, "warm") for points in args.points)]:
-        command = [sys.executable, __file__, "--one", str(points)]
-        if args.export:
-            command += ["--export", args.export]
+        command = [sys.executable, __file__, "--one", str(points), "--arrays", str(arrays)]
         if args.png:
             command += ["--png", args.png]
         started = time.perf_counter()
