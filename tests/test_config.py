@@ -129,3 +129,26 @@ def test_another_methods_kwargs_are_dropped_with_a_warning() -> None:
     assert "temperature" not in cfg.method_kwargs
     assert load_config(None, ["method_kwargs.temperature=0.2"]).method_kwargs.temperature == 0.2
     assert "temprature" in error_of(overrides=["method=byol", "method_kwargs.temprature=0.2"])
+
+
+def test_export_bool_of_older_configs_means_export_enabled(tmp_path: Path) -> None:
+    assert load_config(None, []).export.enabled is True
+    assert load_config(None, ["export=false"]).export.enabled is False
+    assert load_config(None, ["export.enabled=false"]).export.enabled is False
+    old = tmp_path / "old.yaml"
+    old.write_text("export: false\n")
+    assert load_config(old, []).export.enabled is False
+    from ssl_syre.config import with_defaults
+
+    assert with_defaults({"export": False}).export.enabled is False
+    assert with_defaults({"export": True}).export.push_to_hub is None
+
+
+def test_new_eval_keys_are_range_checked() -> None:
+    for override, key in [
+        ("eval.umap_points=0", "eval.umap_points"),
+        ("eval.online_linear_lr=0", "eval.online_linear_lr"),
+        ("eval.umap_every_n_epochs=-1", "eval.umap_every_n_epochs"),
+    ]:
+        with pytest.raises(UserError, match=f"config key '{key}' must be"):
+            load_config(None, [override])
