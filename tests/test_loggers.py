@@ -111,8 +111,10 @@ def test_mlflow_server_that_does_not_answer_is_one_line(tmp_path: Path) -> None:
 def test_every_logger_gets_the_same_metrics_offline(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """One tiny run logging to all four; W&B offline, MLflow into the run directory."""
+    """One tiny run logging to all four; W&B offline, MLflow into the run directory; the UMAP
+    picture of every epoch to the three that keep pictures."""
     pytest.importorskip("wandb")
+    pytest.importorskip("umap")
     mlflow = pytest.importorskip("mlflow")
     from lightning.pytorch.loggers import WandbLogger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -136,6 +138,9 @@ def test_every_logger_gets_the_same_metrics_offline(
         "eval.projector=false",
         "eval.raw_pixel_baseline=false",
         "export.enabled=false",
+        "eval.umap=true",
+        "eval.umap_every_n_epochs=1",
+        "eval.umap_points=150",
     )
     ignore = {"epoch", "step", "trainer/global_step"}
     with (run_dir / "logs" / "metrics.csv").open() as file:
@@ -156,3 +161,9 @@ def test_every_logger_gets_the_same_metrics_offline(
     assert expected <= csv_keys
     assert csv_keys == tensorboard_keys == mlflow_keys == wandb_keys - ignore
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))  # W&B wrote its run there
+    # The UMAP of each epoch reached the loggers that keep pictures; umap.png the run directory.
+    assert (run_dir / "umap.png").is_file()
+    assert events.Tags()["images"] == ["umap/backbone"]
+    assert list((run_dir / "wandb").glob("offline-run-*/files/media/images/umap/backbone_*.png"))
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "umap/backbone")]
+    assert artifacts and all(path.endswith(".png") for path in artifacts)
