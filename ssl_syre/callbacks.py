@@ -247,18 +247,21 @@ class OnlineLinearProbe(pl.Callback):
         labels = torch.as_tensor(batch[1]).to(features.device).reshape(-1)
         if len(features) != len(labels):  # views batched together: one label per view
             labels = labels.repeat(len(features) // len(labels))
-        keep = labels >= 0  # -1: unlabelled images
-        features, labels = features.flatten(1).float()[keep], labels[keep]
+        # -1 marks unlabelled images: left out by ignore_index and the division, not by a
+        # boolean mask, whose size the host would have to wait for on a GPU.
+        labelled = (labels >= 0).float()
+        count = labelled.sum().clamp_min(1)
         with torch.enable_grad():
-            logits = self.classifier(features)
-            loss = nn.functional.cross_entropy(logits, labels)
+            logits = self.classifier(features.flatten(1).float())
+            loss = nn.functional.cross_entropy(logits, labels, ignore_index=-1, reduction="sum")
+            loss = loss / count
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         if trainer.world_size > 1:
             for param in self.classifier.parameters():
                 param.grad = trainer.strategy.reduce(param.grad, reduce_op="mean")
         self.optimizer.step()
-        top1 = (logits.detach().argmax(1) == labels).float().mean()
+        top1 = ((logits.detach().argmax(1) == labels).float() * labelled).sum() / count
         pl_module.log("online_probe/train_loss", loss.detach(), on_step=False, on_epoch=True)
         pl_module.log("online_probe/train_top1", top1, on_step=False, on_epoch=True)
 
