@@ -135,3 +135,31 @@ def test_the_small_image_stem_is_not_pushed(tmp_path: Path, fake_hub: dict) -> N
     with pytest.raises(UserError, match="timm alone cannot build"):
         push_export(export, "someone/tiny")
     assert not fake_hub["folder"].exists()
+
+
+def test_train_with_push_to_hub_refuses_offline_before_the_run_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tests.conftest import train_in_process
+
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="cannot reach the Hugging Face Hub or it refuses"):
+        train_in_process(tmp_path / "runs", "export.push_to_hub=someone/tiny")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_push_that_fails_after_training_keeps_the_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from ssl_syre import pipeline
+    from tests.conftest import train_in_process
+
+    monkeypatch.setattr(pipeline, "check_hub_ready", lambda repo: None)  # the network goes away
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="the local export is kept"):
+        train_in_process(tmp_path, "export.push_to_hub=someone/tiny", "eval.linear_probe=false")
+    run = tmp_path / "run"
+    assert (run / "metrics.json").is_file() and (run / "export" / "model.safetensors").is_file()
+    assert load_backbone(run / "export") is not None
