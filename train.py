@@ -1,7 +1,9 @@
-"""Pre-train an encoder: python train.py [CONFIG.yaml] [dotted.key=value ...] [--debug]."""
+"""Pre-train an encoder: python train.py [CONFIG.yaml] [dotted.key=value ...] [--debug] [--help].
 
-from ssl_syre.errors import run_cli
-from ssl_syre.pipeline import main
+The same as the installed command ssl-syre-train (ssl_syre.commands.train).
+"""
+
+from ssl_syre.commands import train
 
 if __name__ == "__main__":
-    run_cli(main)
+    train()

@@ -169,6 +169,25 @@ class EvalConfig:
     projector: bool = True  # also evaluate projector outputs (collapse shows there first)
     batch_size: int = 512
     raw_pixel_baseline: bool = True
+    # UMAP of the test split's backbone features at the end (umap.png; extra .[umap]).
+    umap: bool = False
+    umap_points: int = 5000  # a seeded subset: UMAP's cost grows with the number of points
+    umap_every_n_epochs: int = 0  # > 0: also a UMAP of the online test subset to the loggers
+    # solo-learn's online linear probe: a linear classifier on detached backbone features of
+    # the training batches, trained beside the SSL loss; the SSL weights do not change.
+    online_linear_probe: bool = False
+    online_linear_lr: float = 1.0e-3  # AdamW
+
+
+@dataclass
+class ExportConfig:
+    """The backbone export at the end of training (timm format), and its upload."""
+
+    enabled: bool = True
+    # USER/NAME: push the export to the Hugging Face Hub with timm's push_to_hf_hub, so that
+    # timm.create_model("hf-hub:USER/NAME", pretrained=True) rebuilds it. Needs a token.
+    push_to_hub: str | None = None
+    private: bool = False  # a private Hub repository
 
 
 @dataclass
@@ -187,7 +206,12 @@ class Config:
     output_dir: str = "runs"
     run_name: str | None = None  # None: <method>_<data>_<timestamp>
     resume: str | None = None  # a run directory to continue
-    export: bool = True
+    # `export: true/false` (a bool before export.* existed) still means export.enabled.
+    export: ExportConfig = field(default_factory=ExportConfig)
+    # Lightning loggers: csv, tensorboard, wandb (extra .[wandb]), mlflow (extra .[mlflow]).
+    loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    # Keyword arguments per logger, e.g. logger_kwargs.wandb.project=NAME; see docs/tracking.md.
+    logger_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def format_omegaconf_error(error: OmegaConfBaseException, schema: DictConfig) -> str:
@@ -245,6 +269,20 @@ def _read_yaml(path: Path) -> DictConfig:
     return OmegaConf.create(loaded)
 
 
+def export_as_section(layer: Any) -> Any:
+    """A config (dict or DictConfig) whose `export` is a bool, with it as `export.enabled`.
+
+    `export` was a bool before the export.* section; configs, checkpoints and exports written
+    then, and `export=false` on the command line, keep their meaning.
+    """
+    if isinstance(layer, dict | DictConfig) and isinstance(layer.get("export"), bool):
+        if isinstance(layer, DictConfig):
+            layer["export"] = {"enabled": layer["export"]}
+        else:
+            layer = {**layer, "export": {"enabled": layer["export"]}}
+    return layer
+
+
 def _parse_overrides(overrides: list[str]) -> DictConfig:
     for item in overrides:
         if "=" not in item or item.startswith("="):
@@ -267,6 +305,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         layers.append(_read_yaml(Path(path)))
     layers.append(_parse_overrides(list(overrides or [])))
+    layers = [export_as_section(layer) for layer in layers]
     try:
         cfg = OmegaConf.merge(schema, *layers)
         OmegaConf.resolve(cfg)
@@ -305,6 +344,7 @@ def with_defaults(saved: dict[str, Any]) -> DictConfig:
     Checkpoints and exports keep the config they were trained with; keys added since (e.g.
     syre.anchor_scale, data.augment_on) take their defaults, which reproduce the old behaviour.
     """
+    saved = export_as_section(saved)
     try:
         return OmegaConf.merge(OmegaConf.structured(Config), saved)  # type: ignore[return-value]
     except OmegaConfBaseException:  # a key this version no longer has: keep the file as it is
@@ -327,6 +367,8 @@ def validate(cfg: DictConfig) -> None:
     import timm
     from lightning.pytorch import Trainer
 
+    from ssl_syre.hub import check_push_settings
+    from ssl_syre.loggers import check_logger_settings
     from ssl_syre.syre import ANCHOR_SCALES, MODES
 
     for check in REGISTRY_CHECKS:
@@ -368,11 +410,18 @@ def validate(cfg: DictConfig) -> None:
         "optimizer.lr": cfg.optimizer.lr,
         "eval.knn_t": cfg.eval.knn_t,
         "eval.batch_size": cfg.eval.batch_size,
+        "eval.umap_points": cfg.eval.umap_points,
+        "eval.online_linear_lr": cfg.eval.online_linear_lr,
     }
     for key, value in positive.items():
         if not value > 0:
             raise UserError(f"config key '{key}' must be > 0, got {value}")
-    for key in ("optimizer.weight_decay", "syre.sigma0", "data.num_workers"):
+    for key in (
+        "optimizer.weight_decay",
+        "syre.sigma0",
+        "data.num_workers",
+        "eval.umap_every_n_epochs",
+    ):
         if OmegaConf.select(cfg, key) < 0:
             raise UserError(f"config key '{key}' must be >= 0, got {OmegaConf.select(cfg, key)}")
     if cfg.syre.weight_decay is not None and cfg.syre.weight_decay < 0:
@@ -397,6 +446,8 @@ def validate(cfg: DictConfig) -> None:
             f"config key 'optimizer.warmup_epochs' ({cfg.optimizer.warmup_epochs}) must be at "
             f"most trainer.max_epochs ({max_epochs}); lower it or train longer"
         )
+    check_logger_settings(cfg)
+    check_push_settings(cfg)
 
 
 def _matches(value: Any, annotation: Any) -> bool | None:

@@ -1,6 +1,7 @@
 """Backbone export in timm's own format, so that timm alone loads it (no ssl_syre needed).
 
-`python -m ssl_syre.export CHECKPOINT [--out DIR]` exports from any ssl_syre checkpoint;
+`python -m ssl_syre.export CHECKPOINT [--out DIR] [--push-to-hub USER/NAME]` exports from any
+ssl_syre checkpoint (and pushes it to the Hugging Face Hub, ssl_syre.hub);
 `load_model(PATH)` loads a run directory, checkpoint or export with its config, for eval/*.py.
 
 An export directory holds config.json (architecture, model arguments, preprocessing, and an
@@ -36,6 +37,7 @@ from ssl_syre.config import (
     DataConfig,
     EvalConfig,
     SyReConfig,
+    export_as_section,
     format_omegaconf_error,
     validate,
 )
@@ -369,7 +371,7 @@ def merged_config(stored: dict[str, Any], overrides: list[str], origin: str) -> 
     check_overrides(overrides)
     schema = OmegaConf.structured(Config)
     try:
-        cfg = OmegaConf.merge(schema, stored)
+        cfg = OmegaConf.merge(schema, export_as_section(stored))
     except OmegaConfBaseException as error:
         raise UserError(
             f"the config saved in '{origin}' does not fit this version of ssl_syre "
@@ -462,7 +464,16 @@ def main(argv: list[str]) -> None:
     )
     parser.add_argument("checkpoint", help="an ssl_syre .ckpt file, or a run directory")
     parser.add_argument("--out", default=None, help="export directory (default: RUN_DIR/export)")
+    parser.add_argument(
+        "--push-to-hub", metavar="USER/NAME", help="also push it to the Hugging Face Hub (timm)"
+    )
+    parser.add_argument("--private", action="store_true", help="a private Hub repository")
     args = parser.parse_args(argv)
+    if args.push_to_hub:  # an existing export is pushed as it is: see ssl_syre.hub
+        from ssl_syre.hub import export_and_push
+
+        export_and_push(Path(args.checkpoint), args.out, args.push_to_hub, args.private)
+        return
     checkpoint = Path(args.checkpoint)
     if checkpoint.is_dir():  # a run directory: its last checkpoint
         checkpoint = last_checkpoint(checkpoint)

@@ -17,13 +17,17 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
-from ssl_syre.callbacks import OnlineEvaluation, ReseedEachEpoch
+from ssl_syre.callbacks import (
+    OnlineEvaluation,
+    OnlineLinearProbe,
+    ReseedEachEpoch,
+    UmapEveryNEpochs,
+)
 from ssl_syre.checkpoint import AtomicCheckpointIO
 from ssl_syre.config import DEFAULT_CONFIG, load_config
 from ssl_syre.data import (
@@ -43,7 +47,10 @@ from ssl_syre.evaluation.features import split_features
 from ssl_syre.evaluation.report import evaluate_features, format_results
 from ssl_syre.evaluation.symmetry import summary_of
 from ssl_syre.evaluation.symmetry_report import diagnose_method, write_report
+from ssl_syre.evaluation.umap_plot import check_umap_installed, write_umap
 from ssl_syre.export import export_backbone
+from ssl_syre.hub import check_hub_ready, push_export
+from ssl_syre.loggers import build_loggers, check_loggers_ready
 from ssl_syre.methods import METHODS, SSLMethod
 from ssl_syre.resume import check_resumable
 from ssl_syre.run_dir import (
@@ -188,6 +195,7 @@ def train(cfg: DictConfig) -> Path:
     # that a bad value (backbone, trainer.*) leaves nothing behind.
     model = method_cls(cfg, info)
     kwargs = check_trainer(cfg, len(train_set) // cfg.data.batch_size)
+    check_tools(cfg)
     run_dir = make_run_dir(cfg)
     if cfg.resume:
         check_resumable(last_checkpoint(run_dir), cfg)
@@ -216,6 +224,10 @@ def train(cfg: DictConfig) -> Path:
     anchor_check = SyReAnchorCheck() if cfg.syre.enabled else None
     if anchor_check is not None:
         callbacks.append(anchor_check)
+    probe = None
+    if cfg.eval.online_linear_probe and info.num_classes > 0:
+        probe = OnlineLinearProbe(model.feature_dim, info.num_classes, cfg.eval.online_linear_lr)
+        callbacks.append(probe)
     online = None
     if cfg.eval.online_every_n_epochs > 0 and info.num_classes > 0 and eval_test is not None:
         online = OnlineEvaluation(
@@ -230,16 +242,26 @@ def train(cfg: DictConfig) -> Path:
             k=min(cfg.eval.knn_k),
             temperature=cfg.eval.knn_t,
             batch_size=cfg.eval.batch_size,
+            probe=probe,
         )
         callbacks.append(online)
+    if cfg.eval.umap_every_n_epochs > 0 and eval_test is not None:
+        callbacks.append(
+            UmapEveryNEpochs(
+                seeded_subset(
+                    eval_test, cfg.eval.online_test_subset, cfg.seed, "eval.online_test_subset"
+                ),
+                cfg.eval.umap_every_n_epochs,
+                cfg.seed,
+                cfg.eval.umap_points,
+                cfg.eval.batch_size,
+            )
+        )
     version = log_version(run_dir, cfg)
     trainer = pl.Trainer(
         **kwargs,
         default_root_dir=str(run_dir),
-        logger=[
-            CSVLogger(save_dir=str(run_dir), name="logs", version=version),
-            TensorBoardLogger(save_dir=str(run_dir), name="logs", version=version),
-        ],
+        logger=build_loggers(cfg, run_dir, version),
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
     )
@@ -327,8 +349,16 @@ def finish(
     symmetry = diagnose_method(model, eval_test if eval_test is not None else eval_train)
     write_report(symmetry, run_dir, title=f"{cfg.method}, {cfg.backbone.name}: {run_dir.name}")
     metrics["symmetry"] = summary_of(symmetry)
+    if cfg.eval.umap and eval_test is not None:
+        write_umap(
+            test_features.by_kind["backbone"],
+            test_features.labels if info.num_classes > 0 else None,
+            run_dir / "umap.png",
+            cfg.seed,
+            cfg.eval.umap_points,
+        )
     export_dir = None
-    if cfg.export:
+    if cfg.export.enabled:
         knn = [r for r in results["knn"] if r["features"] == "backbone"]
         export_dir = export_backbone(
             model, run_dir / EXPORT, extra={"knn": knn, "eval_data": eval_data}
@@ -344,6 +374,21 @@ def finish(
         f"run directory: {run_dir}  (metrics.json, spectrum.png, symmetry.png, checkpoints/, logs/"
         + (", export/)" if export_dir else ")")
     )
+    if export_dir is not None and cfg.export.push_to_hub:
+        url = push_export(export_dir, cfg.export.push_to_hub, cfg.export.private)
+        print(f"pushed the export to the Hugging Face Hub: {url}")
+
+
+def check_tools(cfg: DictConfig) -> None:
+    """The optional packages and logins this run needs (loggers, UMAP, the Hub), checked on
+    rank 0 before the run directory exists, so that a missing one costs no training."""
+    if rank_zero_only.rank != 0:
+        return
+    check_loggers_ready(cfg)
+    if cfg.eval.umap or cfg.eval.umap_every_n_epochs > 0:
+        check_umap_installed()
+    if cfg.export.push_to_hub:
+        check_hub_ready(cfg.export.push_to_hub)
 
 
 def build_record(device: str) -> dict[str, Any]:
@@ -405,7 +450,13 @@ def headline(results: dict[str, list[dict[str, Any]]], cfg: DictConfig) -> str:
     return line
 
 
-def main(argv: list[str]) -> Path:
+def main(argv: list[str]) -> Path | None:
+    """python train.py [CONFIG.yaml] [dotted.key=value ...]; -h/--help prints the keys."""
+    if "-h" in argv or "--help" in argv:
+        from ssl_syre.usage import train_help
+
+        print(train_help())
+        return None
     path, overrides = parse_args(argv)
     if path is None and DEFAULT_CONFIG.is_file():
         path = str(DEFAULT_CONFIG)

@@ -201,3 +201,26 @@ def test_a_key_far_from_every_key_gets_no_suggestion() -> None:
     with pytest.raises(UserError) as refused:
         load_config(None, ["zebra=1"])
     assert "did you mean" not in str(refused.value)
+
+
+def test_export_bool_of_older_configs_means_export_enabled(tmp_path: Path) -> None:
+    assert load_config(None, []).export.enabled is True
+    assert load_config(None, ["export=false"]).export.enabled is False
+    assert load_config(None, ["export.enabled=false"]).export.enabled is False
+    old = tmp_path / "old.yaml"
+    old.write_text("export: false\n")
+    assert load_config(old, []).export.enabled is False
+    from ssl_syre.config import with_defaults
+
+    assert with_defaults({"export": False}).export.enabled is False
+    assert with_defaults({"export": True}).export.push_to_hub is None
+
+
+def test_new_eval_keys_are_range_checked() -> None:
+    for override, key in [
+        ("eval.umap_points=0", "eval.umap_points"),
+        ("eval.online_linear_lr=0", "eval.online_linear_lr"),
+        ("eval.umap_every_n_epochs=-1", "eval.umap_every_n_epochs"),
+    ]:
+        with pytest.raises(UserError, match=f"config key '{key}' must be"):
+            load_config(None, [override])
