@@ -21,16 +21,21 @@ _EXPORTS = {
 
 
 def _check_registry_names(cfg: DictConfig) -> None:
-    """The config checks that need the registries: method and its kwargs, data set name.
+    """The config checks that need modules above ssl_syre.config: method and its kwargs, data
+    set name, loggers, the Hub push settings.
 
     Wired here, at the top of the package, because ssl_syre.config sits below the registries
     (they import its dataclasses); the registries import torch, so they load at the first check.
     """
     from ssl_syre.data import check_config as check_data
+    from ssl_syre.hub import check_push_settings
+    from ssl_syre.loggers import check_logger_settings
     from ssl_syre.methods import check_config as check_method
 
     check_method(cfg)
     check_data(cfg)
+    check_logger_settings(cfg)
+    check_push_settings(cfg)
 
 
 config.REGISTRY_CHECKS.append(_check_registry_names)

@@ -367,8 +367,6 @@ def validate(cfg: DictConfig) -> None:
     import timm
     from lightning.pytorch import Trainer
 
-    from ssl_syre.hub import check_push_settings
-    from ssl_syre.loggers import check_logger_settings
     from ssl_syre.syre import ANCHOR_SCALES, MODES
 
     for check in REGISTRY_CHECKS:
@@ -446,8 +444,6 @@ def validate(cfg: DictConfig) -> None:
             f"config key 'optimizer.warmup_epochs' ({cfg.optimizer.warmup_epochs}) must be at "
             f"most trainer.max_epochs ({max_epochs}); lower it or train longer"
         )
-    check_logger_settings(cfg)
-    check_push_settings(cfg)
 
 
 def _matches(value: Any, annotation: Any) -> bool | None:
