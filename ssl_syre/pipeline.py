@@ -163,8 +163,12 @@ def train(cfg: DictConfig) -> Path:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     info = data_info(cfg.data)
     method_cls: type[SSLMethod] = METHODS[cfg.method]
+    # Everything the user's settings can break is built before the run directory exists, so
+    # that a bad value (backbone, trainer.*) leaves nothing behind. The model comes first:
+    # its views may depend on its settings and backbone (DINO's multi-crop).
+    model = method_cls(cfg, info)
     if cfg.data.augment_on == "workers":
-        transform: Any = method_cls.build_transform(info, cfg.data)
+        transform: Any = model.make_transform()
     else:  # in-memory data sets serve uint8 as they are; image folders decode to uint8
         transform = uint8_transform(info)
     train_set = build_ssl_dataset(cfg.data, transform, cfg.seed)
@@ -174,9 +178,6 @@ def train(cfg: DictConfig) -> Path:
             f"({len(train_set)} images); lower data.batch_size"
         )
     eval_train, eval_test = build_eval_datasets(cfg.data, cfg.seed)
-    # Everything the user's settings can break is built before the run directory exists, so
-    # that a bad value (backbone, trainer.*) leaves nothing behind.
-    model = method_cls(cfg, info)
     kwargs = check_trainer(cfg, len(train_set) // cfg.data.batch_size)
     run_dir = make_run_dir(cfg)
     if cfg.resume:
