@@ -21,6 +21,7 @@ from lightly.transforms.dino_transform import DINOViewTransform
 from lightly.utils.scheduler import cosine_schedule
 from timm.layers import PatchEmbed
 from torch import Tensor, nn
+from torch.nn.utils.parametrizations import weight_norm
 
 from ssl_syre.backbones import backbone_kwargs_for_size, check_input_size
 from ssl_syre.config import DataConfig
@@ -54,6 +55,26 @@ class DINOKwargs:
     # None: 96/224 of the image size (lightly's ratio), for ViTs a multiple of the patch size.
     local_crop_size: int | None = None
     local_crop_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
+
+
+def parametrize_last_layer(head: DINOProjectionHead, norm_last_layer: bool) -> None:
+    """Swap the head's last layer for the same weight-normalized layer in torch's
+    parametrization form, with the same g (1) and v.
+
+    lightly builds it with the deprecated `torch.nn.utils.weight_norm`, whose computed weight
+    is a non-leaf tensor attribute: a module holding it cannot be deep-copied (the teacher,
+    EMA or SWA callbacks). The parametrization computes the same w = g·v/‖v‖ on access.
+    """
+    old = head.last_layer
+    layer = nn.Linear(old.in_features, old.out_features, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(old.weight_v)
+    layer = weight_norm(layer)
+    magnitude = layer.parametrizations.weight.original0
+    with torch.no_grad():
+        magnitude.fill_(1.0)
+    magnitude.requires_grad = not norm_last_layer  # norm_last_layer: g stays 1
+    head.last_layer = layer
 
 
 def is_vit(backbone: nn.Module) -> bool:
@@ -179,25 +200,22 @@ class DINO(SSLMethod):
     def build_heads(self, feature_dim: int) -> None:
         k = self.kwargs
         batch_norm = not is_vit(self.backbone) if k.batch_norm is None else k.batch_norm
-        def head() -> DINOProjectionHead:
-            with warnings.catch_warnings():  # lightly's head uses torch's deprecated weight_norm
-                warnings.simplefilter("ignore", FutureWarning)
-                return DINOProjectionHead(
-                    feature_dim,
-                    k.projection_hidden_dim,
-                    k.bottleneck_dim,
-                    k.projection_output_dim,
-                    batch_norm=batch_norm,
-                    freeze_last_layer=k.freeze_last_layer,
-                    norm_last_layer=k.norm_last_layer,
-                )
 
-        self.projection_head = head()
-        # The teacher starts as the student, as in the paper's code. The head is built anew
-        # and loaded: torch's weight_norm (lightly's last layer) cannot be deep-copied.
+        with warnings.catch_warnings():  # lightly's head uses torch's deprecated weight_norm
+            warnings.simplefilter("ignore", FutureWarning)
+            self.projection_head = DINOProjectionHead(
+                feature_dim,
+                k.projection_hidden_dim,
+                k.bottleneck_dim,
+                k.projection_output_dim,
+                batch_norm=batch_norm,
+                freeze_last_layer=k.freeze_last_layer,
+                norm_last_layer=k.norm_last_layer,
+            )
+        parametrize_last_layer(self.projection_head, k.norm_last_layer)
+        # The teacher starts as the student, as in the paper's code.
         self.backbone_momentum = copy.deepcopy(self.backbone)
-        self.projection_head_momentum = head()
-        self.projection_head_momentum.load_state_dict(self.projection_head.state_dict())
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
         deactivate_requires_grad(self.backbone_momentum)
         deactivate_requires_grad(self.projection_head_momentum)
         self._momentum_step: int | None = None
