@@ -127,8 +127,10 @@ def dino_transform_kwargs(
     }
     if base.get("gaussian_blur") == 0.0:
         transform["gaussian_blur"] = (0.0, 0.0, 0.0)
-    if "cj_strength" in base:
-        transform["cj_strength"] = base["cj_strength"]
+    # Other settings the data set or config gives (data.cj_strength, a data set's own) pass on.
+    accepted = set(inspect.signature(DINOTransform).parameters)
+    handled = {"input_size", "min_scale", "normalize", "gaussian_blur"}
+    transform.update({k: v for k, v in base.items() if k in accepted and k not in handled})
     return transform
 
 
