@@ -71,8 +71,18 @@ class EpochSampler(Sampler[int]):
         seed_all(epoch_seed(self.seed, self.epoch, _WORKER, rank_zero_only.rank, worker_id))
 
 
+def main_seed(seed: int, epoch: int, rank: int) -> int:
+    """The main process's seed for `epoch` on global `rank`.
+
+    Each DDP rank draws its own numbers (lightly's per-image transforms with num_workers=0,
+    dropout masks), not copies of rank 0's. Rank 0 keeps the seed of a single process, so a
+    one-device run is the same run as before ranks were mixed in.
+    """
+    return epoch_seed(seed, epoch, _MAIN) if rank == 0 else epoch_seed(seed, epoch, _MAIN, rank)
+
+
 class ReseedEachEpoch(pl.Callback):
-    """Seed every RNG from (seed, epoch) as each epoch starts, for exact resume.
+    """Seed every RNG from (seed, epoch, global rank) as each epoch starts, for exact resume.
 
     The main process's generators (augmentations when data.num_workers=0, dropout, ...) are
     reseeded in `on_train_epoch_start`; the data order and the workers' generators come from
@@ -94,7 +104,7 @@ class ReseedEachEpoch(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._set_epoch(trainer.current_epoch)
-        seed_all(epoch_seed(self.seed, trainer.current_epoch, _MAIN))
+        seed_all(main_seed(self.seed, trainer.current_epoch, trainer.global_rank))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Runs before ModelCheckpoint's hook (Lightning calls monitoring callbacks last), so
@@ -107,7 +117,7 @@ class ReseedEachEpoch(pl.Callback):
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        # Checkpoints written before this callback had a state: they were all epoch-end ones.
+        # For a checkpoint without this callback's state (load_state_dict overrides this).
         self._set_epoch(int(checkpoint.get("epoch", -1)) + 1)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -118,7 +128,7 @@ class OnlineEvaluation(pl.Callback):
     """Every N epochs: kNN accuracy and collapse metrics of backbone and projector features.
 
     Runs on rank 0 only, on fixed subsets (a kNN bank and a test sample) so that it costs
-    seconds, not minutes; the final, full evaluation happens after training.
+    little whatever the data set's size; the final, full evaluation happens after training.
     """
 
     def __init__(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,9 +15,58 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ssl_syre.errors import UserError, suggest
+from ssl_syre.errors import UserError, check_choice, suggest
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+def ranged(default: Any, interval: str) -> Any:
+    """A dataclass field whose valid values lie in `interval`, written as in mathematics:
+    "[0, 1)", "(0, inf)", "[1, inf)". `check_ranges` refuses values outside it (None passes).
+
+    Example:
+        >>> @dataclass
+        ... class Kwargs:
+        ...     temperature: float = ranged(0.5, "(0, inf)")
+    """
+    _parse_interval(interval)  # a typo in the interval fails at import, not at a user's run
+    return field(default=default, metadata={"range": interval})
+
+
+def _parse_interval(interval: str) -> tuple[float, float, bool, bool]:
+    """(low, high, low is closed, high is closed) of "[0, 1)"-style text."""
+    text = interval.strip()
+    low, high = (float(part) for part in text[1:-1].split(","))
+    if text[0] not in "[(" or text[-1] not in "])" or not low <= high:
+        raise ValueError(f"not an interval: {interval!r}")
+    return low, high, text[0] == "[", text[-1] == "]"
+
+
+def check_ranges(values: Any, schema: type, prefix: str, owner: str = "") -> None:
+    """Refuse a value outside its field's `ranged` interval: one line naming key and range.
+
+    Args:
+        values: The settings (a DictConfig or the dataclass instance).
+        schema: Their dataclass, whose fields carry the intervals.
+        prefix: The config key above them ("optimizer", "method_kwargs").
+        owner: Said after the key ("of simclr"), for settings that belong to one method.
+
+    Raises:
+        UserError: ``config key 'optimizer.momentum' must be in [0, 1), got 1.0``.
+    """
+    for item in dataclasses.fields(schema):
+        interval = item.metadata.get("range")
+        value = getattr(values, item.name, None)
+        if interval is None or value is None:
+            continue
+        low, high, closed_low, closed_high = _parse_interval(interval)
+        above = value >= low if closed_low else value > low
+        below = value <= high if closed_high else value < high
+        if not (above and below):  # NaN fails both
+            where = f" {owner}" if owner else ""
+            raise UserError(
+                f"config key '{prefix}.{item.name}'{where} must be in {interval}, got {value}"
+            )
 
 
 @dataclass
@@ -46,8 +97,8 @@ class DataConfig:
     # device: uint8 batches, views made batched on the training device (ssl_syre.data.augment);
     # workers: lightly's per-image PIL transforms in DataLoader workers (the reference path).
     augment_on: str = "device"
-    # device path on CUDA: torch.compile the colour jitter, once, on the first batch (views 3.2x
-    # faster on an H200, benchmarks/RESULTS.md section 4). Ignored on a CPU.
+    # device path on CUDA: torch.compile the colour jitter, once, on the first batch (fewer
+    # kernel launches per view; its speed is in benchmarks/RESULTS.md). Ignored on a CPU.
     compile_augment: bool = True
     train_subset: int | None = None  # use a seeded random subset of the training split
     test_subset: int | None = None
@@ -66,12 +117,12 @@ class OptimizerConfig:
     name: str = "sgd"
     lr: float = 0.06  # base learning rate for a global batch of 128 when scale_lr is true
     scale_lr: bool = True  # lr x global_batch / 128 (lightly's 0.06 * bs / 128 recipe)
-    momentum: float = 0.9
+    momentum: float = ranged(0.9, "[0, 1)")  # sgd and lars; 1 would never forget a gradient
     weight_decay: float = 5e-4
     # None: constant decay; else cosine from weight_decay to this at the last step (DINO's
     # 0.04 -> 0.4), followed by SyRe's γ and the plain decay group at every step.
     weight_decay_end: float | None = None
-    warmup_epochs: int = 0
+    warmup_epochs: int = ranged(0, "[0, inf)")  # at most trainer.max_epochs
     scheduler: str = "cosine"  # cosine | constant
 
 
@@ -85,8 +136,8 @@ class SyReConfig:
     enabled: bool = True
     weight_decay: float | None = None  # None: optimizer.weight_decay
     # anchor std: sigma0 / sqrt(fan_in) (about the init scale at 1.0), or sigma0 itself (anchor_scale).
-    # 1.0: the only sigma0 that removed the collapse in every seed of both collapse settings, and
-    # within half a point of decay toward 0 at the usual decay (benchmarks/RESULTS.md 1 and 2).
+    # 1.0: chosen from fair on/off arms, in the collapse settings and at the usual decay
+    # (benchmarks/RESULTS.md has the runs and their commands).
     sigma0: float = 1.0
     # fan_in: std sigma0/sqrt(fan_in), the same share of every layer's init scale;
     # absolute: std sigma0 for every tensor, the paper's theta0 ~ N(0, sigma0^2) as written.
@@ -98,7 +149,7 @@ class SyReConfig:
     # torch SGD's / lightly LARS's weight_decay, the decay lightly's recipes use), decoupled for
     # adamw (AdamW's own decay). See syre_mode() and docs/syre.md.
     mode: str = "auto"
-    include_1d: bool = False  # also cover biases and norm weights
+    include_1d: bool = False  # also cover biases and norm weights (anchored around their init)
     parts: list[str] = field(
         default_factory=lambda: ["backbone", "projection_head", "prediction_head"]
     )
@@ -114,7 +165,7 @@ class EvalConfig:
     online_train_subset: int = 10000  # memory bank size for the online kNN
     online_test_subset: int = 2000  # test images the online kNN classifies
     linear_probe: bool = True
-    linear_epochs: int = 30  # AdamW on cached features: seconds for 60k x 512
+    linear_epochs: int = 30  # AdamW epochs on cached features (ssl_syre/evaluation/linear.py)
     projector: bool = True  # also evaluate projector outputs (collapse shows there first)
     batch_size: int = 512
     raw_pixel_baseline: bool = True
@@ -229,7 +280,7 @@ def syre_mode(cfg: DictConfig) -> str:
 
 
 def with_defaults(saved: dict[str, Any]) -> DictConfig:
-    """A config saved by an older version, with today's defaults for the keys it predates.
+    """A config saved by an older version, with this version's defaults for keys it lacks.
 
     Checkpoints and exports keep the config they were trained with; keys added since (e.g.
     syre.anchor_scale, data.augment_on) take their defaults, which reproduce the old behaviour.
@@ -241,10 +292,13 @@ def with_defaults(saved: dict[str, Any]) -> DictConfig:
 
 
 def _check_choice(key: str, value: str, choices: list[str]) -> None:
-    if value not in choices:
-        raise UserError(
-            f"unknown {key} '{value}'{suggest(value, choices)}; choose one of: {', '.join(sorted(choices))}"
-        )
+    check_choice(key, value, choices)
+
+
+# Checks of the names that registries above this module hold (methods, data sets), run first by
+# validate. ssl_syre/__init__.py adds them, so that this module, which data/ and methods/ import,
+# imports no registry (imports point down).
+REGISTRY_CHECKS: list[Callable[[DictConfig], None]] = []
 
 
 def validate(cfg: DictConfig) -> None:
@@ -253,12 +307,10 @@ def validate(cfg: DictConfig) -> None:
     import timm
     from lightning.pytorch import Trainer
 
-    from ssl_syre.data import DATASETS
-    from ssl_syre.methods import METHODS
     from ssl_syre.syre import ANCHOR_SCALES, MODES
 
-    _check_choice("method", cfg.method, list(METHODS))
-    _check_choice("data.name", cfg.data.name, list(DATASETS))
+    for check in REGISTRY_CHECKS:
+        check(cfg)
     _check_choice("data.augment_on", cfg.data.augment_on, ["device", "workers"])
     _check_choice("optimizer.name", cfg.optimizer.name, ["sgd", "lars", "adamw"])
     _check_choice("optimizer.scheduler", cfg.optimizer.scheduler, ["cosine", "constant"])
@@ -326,8 +378,15 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(
             f"config key 'eval.knn_k' must hold positive integers, got {list(cfg.eval.knn_k)}"
         )
-    _drop_other_methods_kwargs(cfg, METHODS)
-    METHODS[cfg.method].check_kwargs(cfg.method_kwargs)
+    sections = {"backbone": BackboneConfig, "data": DataConfig, "optimizer": OptimizerConfig}
+    for section, schema in {**sections, "syre": SyReConfig, "eval": EvalConfig}.items():
+        check_ranges(cfg[section], schema, section)
+    max_epochs = cfg.trainer.get("max_epochs")
+    if isinstance(max_epochs, int) and 0 <= max_epochs < cfg.optimizer.warmup_epochs:
+        raise UserError(
+            f"config key 'optimizer.warmup_epochs' ({cfg.optimizer.warmup_epochs}) must be at "
+            f"most trainer.max_epochs ({max_epochs}); lower it or train longer"
+        )
 
 
 def _matches(value: Any, annotation: Any) -> bool | None:
@@ -402,27 +461,3 @@ def check_trainer_types(trainer: dict[str, Any], trainer_cls: type) -> None:
             "config key 'trainer.accumulate_grad_batches' must be >= 1, got "
             f"{trainer['accumulate_grad_batches']}"
         )
-
-
-def _drop_other_methods_kwargs(cfg: DictConfig, methods: dict[str, Any]) -> None:
-    """Drop, with a warning, method_kwargs that only another method defines.
-
-    A config written for one method (the quick start's SimCLR temperature) then still runs
-    with method=byol on the command line; a key no method knows stays an error.
-    """
-    import dataclasses
-    import warnings
-
-    own = {f.name for f in dataclasses.fields(methods[cfg.method].Kwargs)}
-    others = {
-        f.name
-        for name, cls in methods.items()
-        if name != cfg.method
-        for f in dataclasses.fields(cls.Kwargs)
-    }
-    for key in [str(k) for k in cfg.method_kwargs if k not in own and k in others]:
-        warnings.warn(
-            f"method_kwargs.{key} is not a setting of {cfg.method} (another method's); ignored",
-            stacklevel=3,
-        )
-        del cfg.method_kwargs[key]

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import lightning.pytorch as pl
 import torch
 
 from ssl_syre.errors import UserError
 from ssl_syre.syre import SyRe
+from ssl_syre.syre.anchors import fingerprint
 
 
 def anchor_fingerprint(syre: SyRe) -> float:
     """A number that differs when any anchor or D entry differs: a hash folded into [0, 1)."""
-    digest = hashlib.sha256()
-    anchors, d_diagonal = syre.anchors, syre.d_diagonal  # each property returns a copy
-    for name in sorted(anchors):
-        digest.update(name.encode())
-        digest.update(anchors[name].contiguous().numpy().tobytes())
-        if d_diagonal is not None:
-            digest.update(d_diagonal[name].contiguous().numpy().tobytes())
-    # 52 bits fit a float64 exactly, so the value survives all_gather unchanged.
-    return int.from_bytes(digest.digest()[:6], "big") / 2**48
+    return fingerprint(syre.anchors, syre.d_diagonal)
 
 
 class SyReAnchorCheck(pl.Callback):

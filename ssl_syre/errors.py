@@ -25,6 +25,15 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
+def check_choice(key: str, value: str, choices: Iterable[str]) -> None:
+    """Raise a UserError naming `key`, the closest choice and all choices if `value` is not one."""
+    choices = list(choices)
+    if value not in choices:
+        raise UserError(
+            f"unknown {key} '{value}'{suggest(value, choices)}; choose one of: {', '.join(sorted(choices))}"
+        )
+
+
 def run_cli(main: Callable[[list[str]], T], argv: list[str] | None = None) -> T:
     """Run a CLI entry point, turning known errors into one line on stderr and exit code 2.
 

@@ -170,7 +170,8 @@ def train(cfg: DictConfig) -> Path:
     if cfg.data.augment_on == "workers":
         transform: Any = model.make_transform()
     else:  # in-memory data sets serve uint8 as they are; image folders decode to uint8
-        transform = uint8_transform(info)
+        min_scale = min(r.min_scale for r in model.augment.recipes)  # this model's views
+        transform = uint8_transform(info, min_scale)
     train_set = build_ssl_dataset(cfg.data, transform, cfg.seed)
     if len(train_set) < cfg.data.batch_size:
         raise UserError(
@@ -259,6 +260,8 @@ def train(cfg: DictConfig) -> Path:
             "world_size": trainer.world_size,
             "global_batch_size": model.global_batch_size(),
             "learning_rate": model.learning_rate(),
+            # [first step, peak lr] per stretch: a run resumed at another optimizer.lr has two
+            "learning_rate_segments": [list(segment) for segment in model.lr_segments],
             "syre_anchor_fingerprints": anchor_check.fingerprints if anchor_check else [],
         }
         finish(cfg, model, info, eval_train, eval_test, run_dir, online, started, distributed)

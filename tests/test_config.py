@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from ssl_syre.config import load_config
+from ssl_syre.config import check_ranges, load_config, ranged
 from ssl_syre.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +76,53 @@ def test_range_checks() -> None:
     # Refused before training, not by the final linear probe after it (no metrics, no export).
     assert "eval.linear_epochs" in error_of(overrides=["eval.linear_epochs=0"])
     load_config(None, ["eval.linear_epochs=0", "eval.linear_probe=false"])  # no probe: fine
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("optimizer.momentum=1.0", "'optimizer.momentum' must be in [0, 1), got 1.0"),
+        ("optimizer.momentum=-0.1", "'optimizer.momentum' must be in [0, 1)"),
+        ("optimizer.warmup_epochs=-1", "'optimizer.warmup_epochs' must be in [0, inf), got -1"),
+        ("optimizer.warmup_epochs=11", "at most trainer.max_epochs (10)"),
+        (
+            "method_kwargs.temperature=0",
+            "'method_kwargs.temperature' of simclr must be in (0, inf)",
+        ),
+        ("method_kwargs.temperature=nan", "'method_kwargs.temperature' of simclr"),
+        ("method_kwargs.projection_output_dim=0", "'method_kwargs.projection_output_dim'"),
+        ("method=byol method_kwargs.momentum_start=1.5", "'method_kwargs.momentum_start' of byol"),
+        ("method=byol method_kwargs.momentum_end=-0.1", "must be in [0, 1], got -0.1"),
+        ("method=simsiam method_kwargs.prediction_hidden_dim=0", "prediction_hidden_dim"),
+    ],
+)
+def test_values_out_of_range_are_refused_naming_key_and_range(override: str, needle: str) -> None:
+    assert needle in error_of(overrides=override.split())
+
+
+def test_warmup_as_long_as_the_run_and_range_ends_are_accepted() -> None:
+    load_config(None, ["optimizer.warmup_epochs=10", "optimizer.momentum=0"])
+    load_config(
+        None, ["method=byol", "method_kwargs.momentum_start=0", "method_kwargs.momentum_end=1"]
+    )
+
+
+def test_ranged_fields_of_a_new_settings_class_are_checked_by_check_ranges() -> None:
+    """What a new method gets by annotating its Kwargs: the interval's ends, open or closed."""
+
+    @dataclasses.dataclass
+    class Kwargs:
+        rate: float = ranged(0.5, "(0, 1]")
+        count: int = ranged(3, "[1, inf)")
+        optional: float | None = ranged(None, "[0, 1]")
+
+    check_ranges(Kwargs(rate=1.0, count=1), Kwargs, "method_kwargs")
+    with pytest.raises(UserError, match=r"'method_kwargs.rate' of new must be in \(0, 1\], got 0"):
+        check_ranges(Kwargs(rate=0.0), Kwargs, "method_kwargs", owner="of new")
+    with pytest.raises(UserError, match="'x.count' must be in"):
+        check_ranges(Kwargs(count=0), Kwargs, "x")
+    with pytest.raises(ValueError, match="not an interval"):
+        ranged(1, "]0, 1[")
 
 
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:

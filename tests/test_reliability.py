@@ -227,6 +227,33 @@ def test_resumed_cosine_schedule_stretches_to_the_new_max_epochs(
     assert checkpoint["lr_schedulers"][0]["last_epoch"] == 8
 
 
+@pytest.mark.slow
+def test_resume_at_another_lr_runs_the_new_lr_and_metrics_say_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """1 epoch at lr 0.03, resumed with optimizer.lr=0.6 max_epochs=2: epoch 2 runs the lr of a
+    run at 0.6 from the start, and metrics.json records both stretches."""
+    args = [*FAST, f"output_dir={tmp_path}", "optimizer.scale_lr=false"]
+    assert cli(capsys, *args, "run_name=whole", "optimizer.lr=0.6", "trainer.max_epochs=2")[0] == 0
+    assert cli(capsys, *args, "run_name=part", "optimizer.lr=0.03", "trainer.max_epochs=1")[0] == 0
+    code, stderr = cli(
+        capsys, *args, "optimizer.lr=0.6", "trainer.max_epochs=2", f"resume={tmp_path / 'part'}"
+    )
+    assert code == 0, stderr[-3000:]
+
+    def lr_by_step(csv: Path) -> dict[int, float]:  # LearningRateMonitor: at each epoch start
+        rows = [line.split(",") for line in csv.read_text().splitlines()]
+        column, step = rows[0].index("lr-SGD/syre"), rows[0].index("step")
+        return {int(r[step]): float(r[column]) for r in rows[1:] if r[column]}
+
+    whole = lr_by_step(tmp_path / "whole/logs/metrics.csv")
+    assert whole[0] == 0.6 and 0 < whole[2] < 0.6
+    assert lr_by_step(tmp_path / "part/logs/resume-1/metrics.csv") == {2: whole[2]}
+    run = json.loads((tmp_path / "part/metrics.json").read_text())["run"]
+    assert run["learning_rate"] == 0.6 and run["decay"]["lr"] == 0.6
+    assert run["learning_rate_segments"] == [[0, 0.03], [2, 0.6]]
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. kill -9
 
@@ -471,6 +498,17 @@ BAD_INPUTS = {
     "ViT patches that do not tile the image": (
         lambda tmp: ["backbone.name=test_vit", "data.image_size=28"],
         "do not divide data.image_size=28",
+    ),
+    # Before: trained, then a traceback in the final step (no metrics.json).
+    "momentum of 1": (lambda tmp: ["optimizer.momentum=1.0"], "optimizer.momentum"),
+    # Before: a traceback after the run directory existed.
+    "negative warm-up": (lambda tmp: ["optimizer.warmup_epochs=-1"], "optimizer.warmup_epochs"),
+    # Before: lightly's raw ValueError.
+    "temperature 0": (lambda tmp: ["method_kwargs.temperature=0"], "method_kwargs.temperature"),
+    # Before: trained with a target network that moves away from the online one.
+    "BYOL momentum above 1": (
+        lambda tmp: ["method=byol", "method_kwargs.momentum_start=1.5"],
+        "method_kwargs.momentum_start",
     ),
     "trainer precision with 16-bit weights": (
         lambda tmp: ["trainer.precision=bf16-true"],

@@ -19,6 +19,7 @@ from ssl_syre.data.registry import (
     DATASETS,
     build_eval_datasets,
     build_ssl_dataset,
+    check_config,
     data_info,
     ssl_transform_kwargs,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "LabelledSubset",
     "build_eval_datasets",
     "build_ssl_dataset",
+    "check_config",
     "data_info",
     "eval_transform",
     "read_idx",

@@ -146,8 +146,8 @@ def process_rank() -> int:
 
 def sample_crop_boxes(
     count: int,
-    height: int,
-    width: int,
+    height: int | Tensor,
+    width: int | Tensor,
     min_scale: float,
     generator: torch.Generator,
     max_scale: float = 1.0,
@@ -156,20 +156,23 @@ def sample_crop_boxes(
     scale=(min_scale, max_scale).
 
     Each sample takes its first of 10 tries whose box fits; samples with none fall back to
-    the largest centre crop within the allowed aspect ratios, as torchvision does.
+    the largest centre crop within the allowed aspect ratios, as torchvision does. `height`
+    and `width` are one image size for all, or (count,) tensors of each image's own size.
     """
     device = generator.device
-    area = height * width
+    height = torch.as_tensor(height, dtype=torch.float32, device=device).expand(count)
+    width = torch.as_tensor(width, dtype=torch.float32, device=device).expand(count)
+    height_, width_ = height.unsqueeze(1), width.unsqueeze(1)
     draws = torch.rand(count, CROP_TRIES, 4, generator=generator, device=device)
-    target_area = area * (min_scale + (max_scale - min_scale) * draws[..., 0])
+    target_area = height_ * width_ * (min_scale + (max_scale - min_scale) * draws[..., 0])
     log_low, log_high = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
     ratio = torch.exp(log_low + (log_high - log_low) * draws[..., 1])
     w = torch.round(torch.sqrt(target_area * ratio))
     h = torch.round(torch.sqrt(target_area / ratio))
-    fits = (w > 0) & (h > 0) & (w <= width) & (h <= height)
+    fits = (w > 0) & (h > 0) & (w <= width_) & (h <= height_)
     # randint(0, H - h + 1) from a uniform draw; min() guards the draw 1.0 - ulp at the edge.
-    top = torch.minimum(torch.floor(draws[..., 2] * (height - h + 1)), height - h)
-    left = torch.minimum(torch.floor(draws[..., 3] * (width - w + 1)), width - w)
+    top = torch.minimum(torch.floor(draws[..., 2] * (height_ - h + 1)), height_ - h)
+    left = torch.minimum(torch.floor(draws[..., 3] * (width_ - w + 1)), width_ - w)
     first = torch.argmax(fits.int(), dim=1, keepdim=True)  # first try that fits (0 if none)
     any_fit = fits.any(dim=1)
 
@@ -178,16 +181,13 @@ def sample_crop_boxes(
 
     w, h, top, left = pick(w), pick(h), pick(top), pick(left)
     in_ratio = width / height
-    if in_ratio < CROP_RATIO[0]:
-        fallback_w, fallback_h = width, round(width / CROP_RATIO[0])
-    elif in_ratio > CROP_RATIO[1]:
-        fallback_w, fallback_h = round(height * CROP_RATIO[1]), height
-    else:
-        fallback_w, fallback_h = width, height
-    w = torch.where(any_fit, w, torch.full_like(w, fallback_w))
-    h = torch.where(any_fit, h, torch.full_like(h, fallback_h))
-    top = torch.where(any_fit, top, torch.full_like(top, (height - fallback_h) // 2))
-    left = torch.where(any_fit, left, torch.full_like(left, (width - fallback_w) // 2))
+    tall, wide = in_ratio < CROP_RATIO[0], in_ratio > CROP_RATIO[1]
+    fallback_w = torch.where(wide, torch.round(height * CROP_RATIO[1]), width)
+    fallback_h = torch.where(tall, torch.round(width / CROP_RATIO[0]), height)
+    w = torch.where(any_fit, w, fallback_w)
+    h = torch.where(any_fit, h, fallback_h)
+    top = torch.where(any_fit, top, torch.floor((height - fallback_h) / 2))
+    left = torch.where(any_fit, left, torch.floor((width - fallback_w) / 2))
     return torch.stack([left, top, left + w, top + h], dim=1)
 
 
@@ -233,7 +233,7 @@ def resized_crop(
     """Crop each image to its box (x0, y0, x1, y1) and resize to size x size, as PIL's
     resize after a crop: two batched matrix products with per-sample weights.
 
-    Written by hand: torchvision's `roi_align` (10x kornia's crop on CPU) samples across the
+    Written by hand: torchvision's `roi_align` (faster than kornia's crop on CPU) samples across the
     crop's border and averages without PIL's triangle weights; these weights are PIL's.
     Bicubic overshoots, so each pass is clipped to [0, 1] as PIL clips its 8-bit passes
     (horizontal first, then vertical).
@@ -292,10 +292,10 @@ def color_jitter(
     - masked (GPU): each adjustment runs on the whole batch at each of the four positions and
       `torch.where` keeps it for the samples whose turn it is. Four times the arithmetic, but
       no host sync: indexing the chosen rows waits for the GPU at each (position, adjustment),
-      up to 16 times per view, which made the augmentation slower than the model step on an
-      H200 (benchmarks/RESULTS.md section 4).
+      up to 16 times per view, which can make the augmentation slower than the model step
+      (benchmarks/RESULTS.md).
     - indexed (CPU): each adjustment runs on the rows whose turn it is only; on a CPU that is
-      4x less arithmetic (RGB views 4x faster) and a sync costs nothing.
+      4x less arithmetic, and a sync costs nothing.
     """
     steps = [_brightness, _contrast, _saturation, _hue]
     neutral = images.new_tensor([1.0, 1.0, 1.0, 0.0])
@@ -363,7 +363,12 @@ class BatchAugment(nn.Module):
                 self.register_buffer(f"mean_{index}", mean, persistent=False)
                 self.register_buffer(f"std_{index}", std, persistent=False)
 
-    def forward(self, images: Tensor, generator: torch.Generator) -> list[Tensor]:
+    def forward(
+        self, images: Tensor, generator: torch.Generator, sizes: Tensor | None = None
+    ) -> list[Tensor]:
+        """Views of `images`; `sizes` (B, 2) are the (height, width) of the pictures each image
+        shows, squashed to (H, W) (`ssl_syre.data.transforms.DeviceDecode`): crops are then
+        drawn as in those pictures. None: each image is the picture itself."""
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(
                 f"expected uint8 images (B, C, H, W), got {images.dtype} {images.shape}"
@@ -371,7 +376,9 @@ class BatchAugment(nn.Module):
         # Float32 whatever the autocast context: the views feed the model, not the other way.
         with torch.autocast(images.device.type, enabled=False):
             pixels = images.float().div_(255.0)
-            return [self.view(pixels, index, generator) for index in range(len(self.recipes))]
+            return [
+                self.view(pixels, index, generator, sizes) for index in range(len(self.recipes))
+            ]
 
     def jitter_function(self, device: torch.device) -> Any:
         """`color_jitter`, compiled on CUDA when `compile_jitter` is set."""
@@ -381,14 +388,24 @@ class BatchAugment(nn.Module):
             self._compiled_jitter = torch.compile(color_jitter, dynamic=False, fullgraph=True)
         return self._compiled_jitter
 
-    def view(self, pixels: Tensor, index: int, generator: torch.Generator) -> Tensor:
-        """One view of `pixels` (float in [0, 1]) with recipe `index`."""
+    def view(
+        self, pixels: Tensor, index: int, generator: torch.Generator, sizes: Tensor | None = None
+    ) -> Tensor:
+        """One view of `pixels` (float in [0, 1]) with recipe `index`; `sizes` as in forward."""
         recipe = self.recipes[index]
         count, channels, height, width = pixels.shape
         device = pixels.device
-        boxes = sample_crop_boxes(
-            count, height, width, recipe.min_scale, generator, recipe.max_scale
-        )
+        if sizes is None:
+            boxes = sample_crop_boxes(
+                count, height, width, recipe.min_scale, generator, recipe.max_scale
+            )
+        else:  # boxes in each picture's own pixels, then in the squashed image's
+            picture = sizes.to(device=device, dtype=torch.float32)
+            boxes = sample_crop_boxes(
+                count, picture[:, 0], picture[:, 1], recipe.min_scale, generator, recipe.max_scale
+            )
+            scale = torch.stack([width / picture[:, 1], height / picture[:, 0]], dim=1)
+            boxes = boxes * scale.repeat(1, 2)
         x = resized_crop(pixels, boxes, recipe.input_size, recipe.interpolation)
 
         # One uniform draw per decision, in a fixed layout, so a seed fixes the whole view.

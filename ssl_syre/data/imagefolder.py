@@ -1,7 +1,8 @@
 """Image folders: files found with torchvision's folder helpers, unreadable ones skipped.
 
-Items decode on access (in DataLoader workers); on the device path the transform only decodes,
-resizes and centre-crops to uint8, and the batch is augmented on the training device.
+Items decode on access (in DataLoader workers); on the device path the transform only decodes
+the whole picture to a uint8 square (`DeviceDecode`), and the batch is augmented on the
+training device.
 """
 
 from __future__ import annotations

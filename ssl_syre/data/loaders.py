@@ -4,8 +4,8 @@
 - device, in-memory data sets: the split is one uint8 tensor, and each batch is a single
   `index_select` in the main process (no workers, no per-image Python); the views are made on
   the training device by the method's `BatchAugment`.
-- device, image folders: workers only decode, resize and centre-crop to uint8; the views are
-  made on the device as above.
+- device, image folders: workers only decode each whole picture to a uint8 square (with its
+  size, `DeviceDecode`); the views are made on the device as above.
 
 The order comes from `EpochSampler` (a pure function of seed and epoch) in every case.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from ssl_syre.config import DataConfig
@@ -20,7 +21,7 @@ from ssl_syre.data.datasets import (
 from ssl_syre.data.imagefolder import class_folders, imagefolder_root, load_imagefolder
 from ssl_syre.data.subsets import seeded_subset
 from ssl_syre.data.transforms import eval_transform
-from ssl_syre.errors import UserError, suggest
+from ssl_syre.errors import UserError, check_choice, suggest
 
 # --------------------------------------------------------------------------------------------
 # The registry
@@ -240,3 +241,8 @@ def build_eval_datasets(
     if test is not None:
         test = seeded_subset(test, data_cfg.test_subset, seed, "data.test_subset")
     return train, test
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Check that `data.name` is a registered data set (run by `ssl_syre.config.validate`)."""
+    check_choice("data.name", cfg.data.name, DATASETS)

@@ -3,8 +3,12 @@ folders run in DataLoader workers before the device path augments the batch."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import torch
+from PIL import Image
+from torch import Tensor
 from torchvision import transforms as T
 
 from ssl_syre.data.datasets import DataInfo
@@ -26,18 +30,46 @@ def eval_transform(info: DataInfo, normalize: bool = True) -> T.Compose:
     return T.Compose(steps)
 
 
-def uint8_transform(info: DataInfo) -> T.Compose:
-    """Decode step of the device path for image folders: resize the shorter side to
-    `image_size`, centre-crop, and return a uint8 (C, H, W) tensor.
+def decode_size(image_size: int, min_scale: float) -> int:
+    """Side of the square that image folders decode to on the device path.
 
-    Only this runs per image (in DataLoader workers); random crops, flips, jitter and the rest
-    run batched on the training device. Cropping to the centre square first is what keeps the
-    batch one tensor; the random crop then samples from that square, not the whole picture.
+    The smallest crop (min_scale of the picture's area) then still holds about image_size
+    pixels a side, so views are as sharp as lightly's crops of the full-size file; capped at
+    4 x image_size (min_scale 1/16), which bounds a batch's memory.
     """
-    return T.Compose(
-        [
-            T.Resize(info.image_size, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
-            T.CenterCrop(info.image_size),
-            T.PILToTensor(),
-        ]
-    )
+    return min(math.ceil(image_size / math.sqrt(min_scale)), 4 * image_size)
+
+
+class DeviceDecode:
+    """Decode step of the device path for image folders: the whole picture, resized to a
+    `size` x `size` square (its aspect squashed), as uint8 (C, size, size), with the picture's
+    own (height, width).
+
+    Only this runs per image (in DataLoader workers); crops, flips, jitter and the rest run
+    batched on the training device, which draws each crop box in the picture's own pixels, as
+    lightly's RandomResizedCrop on the file does, and maps it into the square: the resize from
+    the square box to the view then restores the picture's aspect. Every image of a batch has
+    one shape, and no part of a picture is lost (a centre square would never show the outer
+    strips of a 4:3 photo). Squashing rather than padding spends every decoded pixel on the
+    picture; see `decode_size` for how many.
+
+    Lanczos, not bilinear: the view is resampled twice (here, then on the device), and a
+    bilinear first pass blurs the crops of a real photo measurably more than lightly's single
+    pass (tests/data/test_transforms.py); Lanczos keeps the detail the second pass needs.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = int(size)
+        self.resize = T.Resize(
+            (self.size, self.size), interpolation=T.InterpolationMode.LANCZOS, antialias=True
+        )
+
+    def __call__(self, image: Image.Image) -> tuple[Tensor, Tensor]:
+        picture = torch.tensor([image.height, image.width], dtype=torch.int64)
+        return T.functional.pil_to_tensor(self.resize(image)), picture
+
+
+def uint8_transform(info: DataInfo, min_scale: float = 1.0) -> DeviceDecode:
+    """`DeviceDecode` at `decode_size(info.image_size, min_scale)`; pass the smallest
+    min_scale of the method's views."""
+    return DeviceDecode(decode_size(info.image_size, min_scale))

@@ -145,9 +145,8 @@ def knn_classify(
     without votes fill the top 5 in arbitrary order when fewer than 5 classes got votes).
 
     Memory stays near one copy of the train features (the faiss index) plus one query
-    batch: 60,000 x 512 train and 10,000 test features take about 200 MiB and 4-12 s on
-    2 CPU cores, against 1.2 GiB for lightly's ``knn_predict`` on 4096-query chunks
-    (``benchmarks/knn_benchmark.py``).
+    batch, where lightly's ``knn_predict`` holds a (queries x train) similarity matrix per
+    chunk (``benchmarks/knn_benchmark.py`` compares the two).
 
     - [0] InstDisc, Wu et al., 2018, https://arxiv.org/abs/1805.01978
 

@@ -46,10 +46,10 @@ def linear_probe(
        cross-entropy, ``epochs`` full passes over the reshuffled cached features.
 
     The defaults (30 epochs of batch 1024) were tuned on Fashion-MNIST pixels, random ReLU
-    features of them and Gaussian class clusters: 100 epochs of batch 512 gave the same test
-    accuracy (within 0.5 points) at 3 to 4 times the cost. Pure tensor work, no Lightning
-    and no data loading: 60,000 x 512 features take about 8 s on one CPU thread (training
-    runs single-threaded on CPU, see ``_one_thread_on_cpu``). Deterministic given ``seed``.
+    features of them and Gaussian class clusters, where longer training with smaller batches
+    gave the same test accuracy at a higher cost. Pure tensor work, no Lightning and no data
+    loading (training runs single-threaded on CPU, see ``_one_thread_on_cpu``).
+    Deterministic given ``seed``.
 
     Args:
         train_features: Train features, shape (N, D), torch or numpy.
@@ -152,9 +152,8 @@ def _one_thread_on_cpu(device: torch.device) -> Iterator[None]:
     """Run torch single-threaded on CPU, restoring the thread count afterwards.
 
     A probe step multiplies a (batch x D) by a (D x classes) matrix: too little work for
-    intra-op threads to pay off. Measured on 2 cores shared with other jobs, 60,000 x 512
-    features took 8-16 s on one thread and 40-70 s on two (OpenMP threads waiting on each
-    other); 1,200 x 64 digits took 0.25 s against 24 s.
+    intra-op threads to pay off, and on a busy machine OpenMP threads waiting on each other
+    make it several times slower than one thread.
     """
     if device.type != "cpu":
         yield

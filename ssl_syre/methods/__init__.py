@@ -1,5 +1,11 @@
 """Method registry: a new method is one file with an SSLMethod subclass, added here."""
 
+import dataclasses
+import warnings
+
+from omegaconf import DictConfig
+
+from ssl_syre.errors import check_choice
 from ssl_syre.methods.base import SSLMethod
 from ssl_syre.methods.byol import BYOL
 from ssl_syre.methods.dino import DINO
@@ -8,4 +14,32 @@ from ssl_syre.methods.simsiam import SimSiam
 
 METHODS: dict[str, type[SSLMethod]] = {cls.name: cls for cls in (SimCLR, BYOL, SimSiam, DINO)}
 
-__all__ = ["METHODS", "SSLMethod", "SimCLR", "BYOL", "SimSiam", "DINO"]
+
+def check_config(cfg: DictConfig) -> None:
+    """Check `method` and `method_kwargs` (run by `ssl_syre.config.validate`).
+
+    method_kwargs that only another method defines are dropped with a warning: a config written
+    for one method (the quick start's SimCLR temperature) then still runs with method=byol on
+    the command line; a key no method knows stays an error.
+
+    Raises:
+        UserError: For an unknown method, or method_kwargs the method refuses.
+    """
+    check_choice("method", cfg.method, METHODS)
+    own = {f.name for f in dataclasses.fields(METHODS[cfg.method].Kwargs)}
+    others = {
+        f.name
+        for name, cls in METHODS.items()
+        if name != cfg.method
+        for f in dataclasses.fields(cls.Kwargs)
+    }
+    for key in [str(k) for k in cfg.method_kwargs if k not in own and k in others]:
+        warnings.warn(
+            f"method_kwargs.{key} is not a setting of {cfg.method} (another method's); ignored",
+            stacklevel=2,
+        )
+        del cfg.method_kwargs[key]
+    METHODS[cfg.method].check_kwargs(cfg.method_kwargs)
+
+
+__all__ = ["METHODS", "SSLMethod", "SimCLR", "BYOL", "SimSiam", "DINO", "check_config"]

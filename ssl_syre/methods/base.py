@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
 from ssl_syre.backbones import backbone_kwargs_for_size, check_input_size, create_backbone
-from ssl_syre.config import DataConfig, syre_mode, with_defaults
+from ssl_syre.config import DataConfig, check_ranges, syre_mode, with_defaults
 from ssl_syre.data import DataInfo
 from ssl_syre.data.augment import BatchAugment, ViewRecipe, augment_seed, process_rank
 from ssl_syre.errors import UserError, suggest
@@ -30,22 +30,57 @@ PARTS = ("backbone", "projection_head", "prediction_head")
 
 
 class CosineSchedule(CosineWarmupScheduler):
-    """lightly's cosine schedule whose length comes from this run's config, not a checkpoint.
+    """lightly's cosine schedule whose length and peak lr come from this run's config, not a
+    checkpoint.
 
     A run resumed with a larger trainer.max_epochs then stretches its schedule to the new end
-    (as BYOL's momentum schedule does), instead of idling at the final lr past the old end.
+    (as BYOL's momentum schedule does), instead of idling at the final lr past the old end; one
+    resumed with another optimizer.lr follows the curve of a run configured so from the start.
     """
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, warmup_epochs: int, max_epochs: int
+    ) -> None:
+        super().__init__(optimizer, warmup_epochs=warmup_epochs, max_epochs=max_epochs)
+        # Groups marked "fixed_lr" (see SSLMethod.fixed_lr_parts) keep their peak lr throughout.
+        for index, group in enumerate(optimizer.param_groups):
+            if group.get("fixed_lr"):
+                self.lr_lambdas[index] = _fixed_lr
+                group["lr"] = self.base_lrs[index]
+        self._last_lr = [group["lr"] for group in optimizer.param_groups]
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         length = {"warmup_epochs": self.warmup_epochs, "max_epochs": self.max_epochs}
+        base_lrs = list(self.base_lrs)  # this run's peak lrs (the checkpoint holds the old ones)
         super().load_state_dict(state_dict)
         self.__dict__.update(length)
+        self.base_lrs = base_lrs
         # The optimizer's lr was restored before this; set it from the schedule it follows now.
         for group, base_lr, scale in zip(
             self.optimizer.param_groups, self.base_lrs, self.lr_lambdas, strict=True
         ):
+            group["initial_lr"] = base_lr
             group["lr"] = base_lr * scale(self.last_epoch)
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
+def _fixed_lr(step: int) -> float:
+    """The schedule of a fixed-lr group: its peak lr at every step (a plain function, so that
+    LambdaLR leaves it out of state dicts)."""
+    return 1.0
+
+
+def split_fixed_lr(groups: list[dict[str, Any]], fixed: set[int]) -> list[dict[str, Any]]:
+    """Each param group split in two: the parameters in `fixed` (by id), marked "fixed_lr",
+    and the rest; empty halves are left out, decay settings are kept."""
+    split = []
+    for group in groups:
+        for is_fixed in (False, True):
+            params = [p for p in group["params"] if (id(p) in fixed) == is_fixed]
+            if params:
+                extra = {"name": f"{group['name']}/fixed_lr", "fixed_lr": True} if is_fixed else {}
+                split.append({**group, "params": params, **extra})
+    return split
 
 
 class NonFiniteLossError(UserError):
@@ -58,6 +93,16 @@ class SSLMethod(pl.LightningModule):
     Subclasses set `name` and `Kwargs` (a dataclass of method settings, config key
     `method_kwargs`) and implement `build_heads`, `training_loss`, `project` and
     `build_transform`.
+
+    `check_kwargs` checks each setting's type (from its annotation, by OmegaConf) and range
+    (from `ssl_syre.config.ranged`) before anything is built, so a new method gets one-line
+    refusals by annotating its fields, with nothing to write:
+
+        @dataclass
+        class MyKwargs:
+            hidden_dim: int = ranged(2048, "[1, inf)")
+            temperature: float = ranged(0.1, "(0, inf)")
+            momentum: float = ranged(0.996, "[0, 1]")
     """
 
     name: ClassVar[str]
@@ -98,6 +143,8 @@ class SSLMethod(pl.LightningModule):
             self.make_augmentation() if cfg.data.get("augment_on", "device") == "device" else None
         )
         self._augment_generator: torch.Generator | None = None
+        # (first global step, peak lr) of each stretch of training at one lr; see on_train_start.
+        self.lr_segments: list[tuple[int, float]] = []
         # syre.enabled=false is the same update with the anchor at 0 (σ0 = 0, D = I, same mode):
         # a fair off arm differs from SyRe in where the decay pulls and in nothing else.
         self.syre: SyRe = self._build_syre()
@@ -120,7 +167,9 @@ class SSLMethod(pl.LightningModule):
                 f"unknown key 'method_kwargs.{key}' for method {cls.name}{suggest(key, valid)}; "
                 f"valid keys: {', '.join(valid)}"
             ) from None
-        return OmegaConf.to_object(merged)
+        kwargs = OmegaConf.to_object(merged)
+        check_ranges(kwargs, cls.Kwargs, "method_kwargs", owner=f"of {cls.name}")
+        return kwargs
 
     def build_heads(self, feature_dim: int) -> None:
         raise NotImplementedError
@@ -128,6 +177,11 @@ class SSLMethod(pl.LightningModule):
     def method_backbone_kwargs(self) -> dict[str, Any]:
         """timm arguments the method's views need (DINO: ViTs take its smaller local crops)."""
         return {}
+
+    def fixed_lr_parts(self) -> tuple[str, ...]:
+        """Parts (attribute names) that train at the peak lr throughout, outside the schedule's
+        warm-up and cosine (SimSiam's predictor in the paper's recipe); none by default."""
+        return ()
 
     def training_loss(self, views: Sequence[Tensor]) -> Tensor:
         raise NotImplementedError
@@ -253,6 +307,36 @@ class SSLMethod(pl.LightningModule):
         scale = self.global_batch_size() / 128 if opt.scale_lr else 1.0
         return float(opt.lr) * scale
 
+    @property
+    def lr(self) -> float:
+        """The peak learning rate the optimizer uses (`learning_rate()`).
+
+        Lightning's `Tuner.lr_find` reads and sets the attribute `lr`; setting it sets
+        optimizer.lr so that `learning_rate()` (with scale_lr's factor) equals the value.
+        """
+        return self.learning_rate()
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        factor = self.learning_rate() / float(self.cfg.optimizer.lr)
+        self.cfg.optimizer.lr = float(value) / factor
+        self.hparams["cfg"]["optimizer"]["lr"] = self.cfg.optimizer.lr
+
+    def steps_per_epoch(self, total_steps: int) -> int:
+        """Optimizer steps in one epoch of this process, from its loader: batches per epoch
+        (after trainer.limit_train_batches and DDP's sharding) over accumulate_grad_batches.
+
+        Not total steps / max_epochs: trainer.max_steps may end a run before max_epochs, and
+        max_epochs may be -1. An iterable loader without a length falls back to that ratio.
+        """
+        trainer = self.trainer
+        if trainer.train_dataloader is None:
+            trainer.fit_loop.setup_data()
+        batches = trainer.num_training_batches
+        if batches == float("inf"):
+            return max(1, math.ceil(total_steps / max(1, int(trainer.max_epochs or 1))))
+        return max(1, math.ceil(int(batches) / trainer.accumulate_grad_batches))
+
     def configure_optimizers(self) -> Any:
         opt = self.cfg.optimizer
         named = [
@@ -264,6 +348,9 @@ class SSLMethod(pl.LightningModule):
         # The module, not bare pairs: its (and timm's backbone's) no_weight_decay() names, such
         # as a ViT's pos_embed and cls_token, then stay out of every decay, as SyRe leaves them.
         groups = syre_param_groups(self, self.syre, float(opt.weight_decay), parameters=named)
+        fixed = {id(p) for part in self.fixed_lr_parts() for p in getattr(self, part).parameters()}
+        if fixed:
+            groups = split_fixed_lr(groups, fixed)
         lr = self.learning_rate()
         if opt.name == "sgd":
             optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=opt.momentum)
@@ -273,18 +360,18 @@ class SSLMethod(pl.LightningModule):
             optimizer = SyReLARS(groups, syre=self.syre, lr=lr, momentum=opt.momentum)
         else:
             optimizer = torch.optim.AdamW(groups, lr=lr)
+        # A second call (trainer.fit again, or fit after Tuner.lr_find) builds a new optimizer:
+        # SyRe moves to it from the previous one.
+        self.syre.detach()
         if not isinstance(optimizer, SyReLARS):
             self.syre.attach(optimizer)
         if opt.scheduler == "constant":
             return optimizer
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        max_epochs = max(1, int(self.trainer.max_epochs or 1))
-        steps_per_epoch = max(1, math.ceil(total_steps / max_epochs))
-        scheduler = CosineSchedule(
-            optimizer,
-            warmup_epochs=int(opt.warmup_epochs) * steps_per_epoch,
-            max_epochs=total_steps,
-        )
+        # A trainer.max_steps shorter than the warm-up: the run is all warm-up (lightly refuses
+        # warm-up steps > max steps); config.validate refuses warmup_epochs > max_epochs.
+        warmup = min(int(opt.warmup_epochs) * self.steps_per_epoch(total_steps), total_steps)
+        scheduler = CosineSchedule(optimizer, warmup_epochs=warmup, max_epochs=total_steps)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
@@ -296,11 +383,13 @@ class SSLMethod(pl.LightningModule):
         made by lightly's transforms in the DataLoader on the workers path."""
         if self.augment is None:
             return list(batch[0])
-        images = batch[0]
+        images, sizes = batch[0], None
+        if isinstance(images, list | tuple):  # image folders: squashed pictures and their sizes
+            images, sizes = images
         if self._augment_generator is None or self._augment_generator.device != images.device:
             self._augment_generator = torch.Generator(device=images.device)
         seed = augment_seed(int(self.cfg.seed), self.current_epoch, process_rank(), batch_idx)
-        views = self.augment(images, self._augment_generator.manual_seed(seed))
+        views = self.augment(images, self._augment_generator.manual_seed(seed), sizes)
         dtype = next(self.backbone.parameters()).dtype
         if dtype != views[0].dtype:  # *-true precisions: Lightning cast the batch, not these
             views = [view.to(dtype) for view in views]
@@ -326,11 +415,20 @@ class SSLMethod(pl.LightningModule):
             for part, distance in self.syre.distance_to_anchor(prefixes).items():
                 self.log(f"syre/distance_to_anchor/{part}", distance)
 
+    def on_train_start(self) -> None:
+        # A resumed run may run at another optimizer.lr: record from which step each peak lr
+        # ran, so that metrics.json says what ran.
+        lr = self.learning_rate()
+        if not self.lr_segments or self.lr_segments[-1][1] != lr:
+            self.lr_segments.append((int(self.global_step), lr))
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["syre"] = self.syre.state_dict()
+        checkpoint["lr_segments"] = [list(segment) for segment in self.lr_segments]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "syre" in checkpoint:  # checkpoints of off runs before 2026-11-27 have none
+        self.lr_segments = [(int(s), float(lr)) for s, lr in checkpoint.get("lr_segments", [])]
+        if "syre" in checkpoint:  # without it, the anchors drawn from the config are kept
             try:
                 self.syre.load_state_dict(checkpoint["syre"])
             except ValueError as error:

@@ -16,7 +16,7 @@ from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Trans
 from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor
 
-from ssl_syre.config import DataConfig
+from ssl_syre.config import DataConfig, ranged
 from ssl_syre.data import DataInfo, ssl_transform_kwargs
 from ssl_syre.data.augment import ViewRecipe
 from ssl_syre.methods.base import SSLMethod
@@ -24,11 +24,12 @@ from ssl_syre.methods.base import SSLMethod
 
 @dataclass
 class BYOLKwargs:
-    projection_hidden_dim: int = 4096
-    projection_output_dim: int = 256
-    prediction_hidden_dim: int = 4096
-    momentum_start: float = 0.99  # target-network momentum, cosine-scheduled to momentum_end
-    momentum_end: float = 1.0
+    projection_hidden_dim: int = ranged(4096, "[1, inf)")
+    projection_output_dim: int = ranged(256, "[1, inf)")
+    prediction_hidden_dim: int = ranged(4096, "[1, inf)")
+    # target-network momentum, cosine-scheduled to momentum_end
+    momentum_start: float = ranged(0.99, "[0, 1]")
+    momentum_end: float = ranged(1.0, "[0, 1]")
 
 
 class BYOL(SSLMethod):

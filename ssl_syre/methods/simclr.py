@@ -13,7 +13,7 @@ from lightly.models.modules import SimCLRProjectionHead
 from lightly.transforms import SimCLRTransform, SimCLRViewTransform
 from torch import Tensor
 
-from ssl_syre.config import DataConfig
+from ssl_syre.config import DataConfig, ranged
 from ssl_syre.data import DataInfo, ssl_transform_kwargs
 from ssl_syre.data.augment import ViewRecipe
 from ssl_syre.methods.base import SSLMethod
@@ -21,12 +21,12 @@ from ssl_syre.methods.base import SSLMethod
 
 @dataclass
 class SimCLRKwargs:
-    projection_hidden_dim: int = 2048
-    projection_output_dim: int = 128
-    projection_layers: int = 2
+    projection_hidden_dim: int = ranged(2048, "[1, inf)")
+    projection_output_dim: int = ranged(128, "[1, inf)")
+    projection_layers: int = ranged(2, "[2, inf)")  # lightly's head: 2 for v1, 3+ for v2
     # BatchNorm in the head; per-process batch statistics under DDP unless trainer.sync_batchnorm.
     projection_batch_norm: bool = True
-    temperature: float = 0.5
+    temperature: float = ranged(0.5, "(0, inf)")
     # Negatives from all processes under DDP (lightly gathers them with gradients).
     gather_distributed: bool = True
 

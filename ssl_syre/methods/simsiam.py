@@ -13,7 +13,7 @@ from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
 from lightly.transforms import SimSiamTransform, SimSiamViewTransform
 from torch import Tensor
 
-from ssl_syre.config import DataConfig
+from ssl_syre.config import DataConfig, ranged
 from ssl_syre.data import DataInfo, ssl_transform_kwargs
 from ssl_syre.data.augment import ViewRecipe
 from ssl_syre.methods.base import SSLMethod
@@ -21,9 +21,13 @@ from ssl_syre.methods.base import SSLMethod
 
 @dataclass
 class SimSiamKwargs:
-    projection_hidden_dim: int = 2048
-    projection_output_dim: int = 2048
-    prediction_hidden_dim: int = 512
+    projection_hidden_dim: int = ranged(2048, "[1, inf)")
+    projection_output_dim: int = ranged(2048, "[1, inf)")
+    prediction_hidden_dim: int = ranged(512, "[1, inf)")
+    # true: the predictor trains at the peak lr throughout, no warm-up or cosine, as in the
+    # paper [0] (Table 1: a little better than a decayed one) and solo-learn; false: lightly's CIFAR-10
+    # benchmark, where one cosine schedule covers every parameter.
+    fix_predictor_lr: bool = False
 
 
 class SimSiam(SSLMethod):
@@ -42,6 +46,9 @@ class SimSiam(SSLMethod):
         )
         self.prediction_head = SimSiamPredictionHead(out, self.kwargs.prediction_hidden_dim, out)
         self.criterion = NegativeCosineSimilarity()
+
+    def fixed_lr_parts(self) -> tuple[str, ...]:
+        return ("prediction_head",) if self.kwargs.fix_predictor_lr else ()
 
     def training_loss(self, views: Sequence[Tensor]) -> Tensor:
         z0, z1 = (self.projection_head(self.backbone(view)) for view in views[:2])

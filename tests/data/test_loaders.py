@@ -56,8 +56,10 @@ def test_image_folder_device_path_decodes_to_uint8_in_workers(tmp_path: Path) ->
             Image.fromarray(pixels).save(tmp_path / name / f"{index}.png")
     cfg = DataConfig(name="imagefolder", root=str(tmp_path), image_size=12, batch_size=4)
     cfg.num_workers = 1
-    dataset = build_ssl_dataset(cfg, uint8_transform(data_info(cfg)), 0)
+    dataset = build_ssl_dataset(cfg, uint8_transform(data_info(cfg), min_scale=0.25), 0)
     loader, _ = train_loader(dataset, cfg, 0, "device")
-    images, labels = next(iter(loader))
-    assert images.dtype == torch.uint8 and images.shape == (4, 3, 12, 12)
+    (images, sizes), labels = next(iter(loader))
+    # The whole picture, squashed to 12 / sqrt(0.25) = 24 px, with its own (height, width).
+    assert images.dtype == torch.uint8 and images.shape == (4, 3, 24, 24)
+    assert {tuple(size) for size in sizes.tolist()} <= {(30, 20), (17, 41)}
     assert set(labels.tolist()) <= {0, 1}
