@@ -60,6 +60,8 @@ def decay_of(metrics: dict[str, Any]) -> str:
         toward += f", D eps={decay['d_eps']:g}"
     pull = decay.get("pull_per_step")
     strength = "-" if pull is None else f"{pull:.2g}/step"
+    if decay.get("weight_decay_end") is not None:  # a cosine schedule: γ from start to end
+        strength += f", γ {decay['weight_decay']:g}→{decay['weight_decay_end']:g} cosine"
     return f"{decay['mode']} toward {toward}, {strength}"
 
 

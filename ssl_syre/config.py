@@ -119,6 +119,9 @@ class OptimizerConfig:
     scale_lr: bool = True  # lr x global_batch / 128 (lightly's 0.06 * bs / 128 recipe)
     momentum: float = ranged(0.9, "[0, 1)")  # sgd and lars; 1 would never forget a gradient
     weight_decay: float = 5e-4
+    # None: constant decay; else cosine from weight_decay to this at the last step (DINO's
+    # 0.04 -> 0.4), followed by SyRe's γ and the plain decay group at every step.
+    weight_decay_end: float | None = None
     warmup_epochs: int = ranged(0, "[0, inf)")  # at most trainer.max_epochs
     scheduler: str = "cosine"  # cosine | constant
 
@@ -422,6 +425,18 @@ def validate(cfg: DictConfig) -> None:
     ):
         if OmegaConf.select(cfg, key) < 0:
             raise UserError(f"config key '{key}' must be >= 0, got {OmegaConf.select(cfg, key)}")
+    if cfg.optimizer.weight_decay_end is not None:
+        if cfg.optimizer.weight_decay_end < 0:
+            raise UserError(
+                "config key 'optimizer.weight_decay_end' must be >= 0 (or null for a constant "
+                f"decay), got {cfg.optimizer.weight_decay_end}"
+            )
+        if cfg.syre.weight_decay is not None:
+            raise UserError(
+                "optimizer.weight_decay_end schedules optimizer.weight_decay, but "
+                "syre.weight_decay sets SyRe's γ apart from it; remove syre.weight_decay (γ "
+                "then follows the schedule) or set optimizer.weight_decay_end=null"
+            )
     if cfg.syre.weight_decay is not None and cfg.syre.weight_decay < 0:
         raise UserError(f"config key 'syre.weight_decay' must be >= 0, got {cfg.syre.weight_decay}")
     if not 0 <= cfg.syre.d_eps < 1:

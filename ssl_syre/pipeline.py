@@ -85,6 +85,21 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
     return (paths[0] if paths else None), [arg for arg in argv if "=" in arg]
 
 
+class DeferredTransform:
+    """The workers-path transform, bound to the model's `make_transform()` once the model is
+    built: its views may depend on its settings and backbone (DINO's multi-crop), and building
+    the model before the data would change the random draws of its initialization."""
+
+    def __init__(self) -> None:
+        self.transform: Any = None
+
+    def bind(self, transform: Any) -> None:
+        self.transform = transform
+
+    def __call__(self, image: Any) -> Any:
+        return self.transform(image)
+
+
 def trainer_kwargs(cfg: DictConfig, steps_per_epoch: int) -> dict[str, Any]:
     kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
     kwargs.setdefault("log_every_n_steps", max(1, min(50, steps_per_epoch)))
@@ -180,7 +195,7 @@ def train(cfg: DictConfig) -> Path:
     info = data_info(cfg.data)
     method_cls: type[SSLMethod] = METHODS[cfg.method]
     if cfg.data.augment_on == "workers":
-        transform: Any = method_cls.build_transform(info, cfg.data)
+        transform: Any = DeferredTransform()  # the model's own, bound once it is built
     else:  # in-memory data sets serve uint8 as they are; image folders decode to uint8
         min_scale = min(r.min_scale for r in method_cls.view_recipes(info, cfg.data))
         transform = uint8_transform(info, min_scale)
@@ -194,6 +209,8 @@ def train(cfg: DictConfig) -> Path:
     # Everything the user's settings can break is built before the run directory exists, so
     # that a bad value (backbone, trainer.*) leaves nothing behind.
     model = method_cls(cfg, info)
+    if isinstance(transform, DeferredTransform):
+        transform.bind(model.make_transform())
     kwargs = check_trainer(cfg, len(train_set) // cfg.data.batch_size)
     check_tools(cfg)
     run_dir = make_run_dir(cfg)

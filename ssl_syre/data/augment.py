@@ -74,10 +74,18 @@ class ViewRecipe:
     solarization_prob: float = 0.0
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    # Crop area range is [min_scale, max_scale] of the image (DINO's local crops: 0.05-0.4).
+    max_scale: float = 1.0
+    # Resampling of the crop: "bilinear" (torchvision's default) or "bicubic" (DINO's views).
+    interpolation: str = "bilinear"
 
     @classmethod
     def from_lightly(cls, view_transform: type, **kwargs: Any) -> ViewRecipe:
         """The recipe of `view_transform(**kwargs)`: lightly's defaults, then `kwargs`.
+
+        DINO's view transform names its crop `crop_size` and `crop_scale` (min, max), read as
+        `input_size`, `min_scale` and `max_scale`; the crop's interpolation, which no lightly
+        transform takes as a setting, is read from the built transform.
 
         Raises:
             ValueError: a setting the device path does not implement (random rotation).
@@ -95,14 +103,34 @@ class ViewRecipe:
         if settings.pop("rr_prob", 0.0):
             raise ValueError("random rotation (rr_prob > 0) is not implemented on the device path")
         settings.pop("rr_degrees", None)
+        if "crop_size" in settings:
+            settings["input_size"] = settings.pop("crop_size")
+        if "crop_scale" in settings:
+            settings["min_scale"], settings["max_scale"] = settings.pop("crop_scale")
+        settings["interpolation"] = _crop_interpolation(view_transform(**kwargs))
         normalize = settings.pop("normalize", None)
         names = {field.name for field in fields(cls)}
         recipe = {name: value for name, value in settings.items() if name in names}
         recipe["sigmas"] = tuple(float(s) for s in recipe["sigmas"])
+        recipe["min_scale"], recipe["max_scale"] = (
+            float(recipe["min_scale"]),
+            float(recipe.get("max_scale", 1.0)),
+        )
         if normalize:
             recipe["mean"] = tuple(float(m) for m in normalize["mean"])
             recipe["std"] = tuple(float(s) for s in normalize["std"])
         return cls(**recipe)
+
+
+def _crop_interpolation(view_transform: Any) -> str:
+    """The interpolation of the RandomResizedCrop in a lightly view transform's Compose."""
+    for step in getattr(getattr(view_transform, "transform", None), "transforms", []):
+        if hasattr(step, "interpolation") and hasattr(step, "scale"):
+            name = str(getattr(step.interpolation, "value", step.interpolation)).lower()
+            if name not in FILTERS:
+                raise ValueError(f"{name} interpolation is not implemented on the device path")
+            return name
+    return "bilinear"
 
 
 def augment_seed(seed: int, epoch: int, rank: int, batch_index: int) -> int:
@@ -122,8 +150,10 @@ def sample_crop_boxes(
     width: int | Tensor,
     min_scale: float,
     generator: torch.Generator,
+    max_scale: float = 1.0,
 ) -> Tensor:
-    """(count, 4) integer pixel boxes (x0, y0, x1, y1), as RandomResizedCrop.get_params.
+    """(count, 4) integer pixel boxes (x0, y0, x1, y1), as RandomResizedCrop.get_params with
+    scale=(min_scale, max_scale).
 
     Each sample takes its first of 10 tries whose box fits; samples with none fall back to
     the largest centre crop within the allowed aspect ratios, as torchvision does. `height`
@@ -134,7 +164,7 @@ def sample_crop_boxes(
     width = torch.as_tensor(width, dtype=torch.float32, device=device).expand(count)
     height_, width_ = height.unsqueeze(1), width.unsqueeze(1)
     draws = torch.rand(count, CROP_TRIES, 4, generator=generator, device=device)
-    target_area = height_ * width_ * (min_scale + (1.0 - min_scale) * draws[..., 0])
+    target_area = height_ * width_ * (min_scale + (max_scale - min_scale) * draws[..., 0])
     log_low, log_high = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
     ratio = torch.exp(log_low + (log_high - log_low) * draws[..., 1])
     w = torch.round(torch.sqrt(target_area * ratio))
@@ -161,34 +191,61 @@ def sample_crop_boxes(
     return torch.stack([left, top, left + w, top + h], dim=1)
 
 
-def resize_weights(start: Tensor, length: Tensor, in_size: int, out_size: int) -> Tensor:
-    """(B, out_size, in_size) rows of PIL's bilinear resize of the pixels [start, start+length).
+def _triangle(distance: Tensor) -> Tensor:
+    return torch.clamp(1 - distance, min=0)
 
-    PIL's triangle filter, widened by the scale when shrinking (its antialiasing), each row
-    normalised over the pixels inside the crop: what PIL computes after cropping.
+
+def _cubic(distance: Tensor) -> Tensor:
+    """PIL's bicubic filter (Keys, a = -0.5), zero from distance 2 on."""
+    a = -0.5
+    near = ((a + 2) * distance - (a + 3)) * distance * distance + 1
+    far = (((distance - 5) * distance + 8) * distance - 4) * a
+    return torch.where(distance < 1, near, torch.where(distance < 2, far, 0.0))
+
+
+# PIL's resampling filters by torchvision's interpolation names.
+FILTERS = {"bilinear": _triangle, "bicubic": _cubic}
+
+
+def resize_weights(
+    start: Tensor, length: Tensor, in_size: int, out_size: int, interpolation: str = "bilinear"
+) -> Tensor:
+    """(B, out_size, in_size) rows of PIL's resize of the pixels [start, start+length).
+
+    PIL's filter (triangle for bilinear, Keys cubic for bicubic), widened by the scale when
+    shrinking (its antialiasing), each row normalised over the pixels inside the crop: what
+    PIL computes after cropping.
     """
     scale = (length / out_size).unsqueeze(1)  # (B, 1)
     support = torch.clamp(scale, min=1.0)
     centre = start.unsqueeze(1) + (torch.arange(out_size, device=start.device) + 0.5) * scale
     pixel = torch.arange(in_size, device=start.device) + 0.5  # (in,)
-    weights = torch.clamp(1 - (pixel - centre.unsqueeze(2)).abs() / support.unsqueeze(2), min=0)
+    distance = (pixel - centre.unsqueeze(2)).abs() / support.unsqueeze(2)
+    weights = FILTERS[interpolation](distance)
     inside = (pixel >= start.view(-1, 1, 1)) & (pixel < (start + length).view(-1, 1, 1))
     weights = weights * inside
     return weights / weights.sum(dim=2, keepdim=True)
 
 
-def resized_crop(images: Tensor, boxes: Tensor, size: int) -> Tensor:
+def resized_crop(
+    images: Tensor, boxes: Tensor, size: int, interpolation: str = "bilinear"
+) -> Tensor:
     """Crop each image to its box (x0, y0, x1, y1) and resize to size x size, as PIL's
-    bilinear resize after a crop: two batched matrix products with per-sample weights.
+    resize after a crop: two batched matrix products with per-sample weights.
 
     Written by hand: torchvision's `roi_align` (faster than kornia's crop on CPU) samples across the
     crop's border and averages without PIL's triangle weights; these weights are PIL's.
+    Bicubic overshoots, so each pass is clipped to [0, 1] as PIL clips its 8-bit passes
+    (horizontal first, then vertical).
     """
     _, _, height, width = images.shape
     boxes = boxes.to(images.dtype)
-    rows = resize_weights(boxes[:, 1], boxes[:, 3] - boxes[:, 1], height, size)  # (B, S, H)
-    columns = resize_weights(boxes[:, 0], boxes[:, 2] - boxes[:, 0], width, size)  # (B, S, W)
-    return rows.unsqueeze(1) @ images @ columns.transpose(1, 2).unsqueeze(1)
+    rows = resize_weights(boxes[:, 1], boxes[:, 3] - boxes[:, 1], height, size, interpolation)
+    columns = resize_weights(boxes[:, 0], boxes[:, 2] - boxes[:, 0], width, size, interpolation)
+    if interpolation == "bilinear":  # non-negative weights: nothing to clip
+        return rows.unsqueeze(1) @ images @ columns.transpose(1, 2).unsqueeze(1)
+    horizontal = (images @ columns.transpose(1, 2).unsqueeze(1)).clamp_(0.0, 1.0)
+    return (rows.unsqueeze(1) @ horizontal).clamp_(0.0, 1.0)
 
 
 def _grey(images: Tensor) -> Tensor:
@@ -279,7 +336,8 @@ class BatchAugment(nn.Module):
     """uint8 images (B, C, H, W) -> one normalised float view per recipe, per-sample random.
 
     Args:
-        recipes: One `ViewRecipe` per view (SimCLR: the same recipe twice; BYOL: two).
+        recipes: One `ViewRecipe` per view (SimCLR: the same recipe twice; BYOL: two; DINO:
+            two global and N local ones, whose sizes differ).
         compile_jitter: On CUDA, run the colour jitter through `torch.compile`.
 
     Example:
@@ -338,15 +396,17 @@ class BatchAugment(nn.Module):
         count, channels, height, width = pixels.shape
         device = pixels.device
         if sizes is None:
-            boxes = sample_crop_boxes(count, height, width, recipe.min_scale, generator)
+            boxes = sample_crop_boxes(
+                count, height, width, recipe.min_scale, generator, recipe.max_scale
+            )
         else:  # boxes in each picture's own pixels, then in the squashed image's
             picture = sizes.to(device=device, dtype=torch.float32)
             boxes = sample_crop_boxes(
-                count, picture[:, 0], picture[:, 1], recipe.min_scale, generator
+                count, picture[:, 0], picture[:, 1], recipe.min_scale, generator, recipe.max_scale
             )
             scale = torch.stack([width / picture[:, 1], height / picture[:, 0]], dim=1)
             boxes = boxes * scale.repeat(1, 2)
-        x = resized_crop(pixels, boxes, recipe.input_size)
+        x = resized_crop(pixels, boxes, recipe.input_size, recipe.interpolation)
 
         # One uniform draw per decision, in a fixed layout, so a seed fixes the whole view.
         u = torch.rand(count, 12, generator=generator, device=device)

@@ -8,10 +8,11 @@ from omegaconf import DictConfig
 from ssl_syre.errors import check_choice
 from ssl_syre.methods.base import SSLMethod
 from ssl_syre.methods.byol import BYOL
+from ssl_syre.methods.dino import DINO
 from ssl_syre.methods.simclr import SimCLR
 from ssl_syre.methods.simsiam import SimSiam
 
-METHODS: dict[str, type[SSLMethod]] = {cls.name: cls for cls in (SimCLR, BYOL, SimSiam)}
+METHODS: dict[str, type[SSLMethod]] = {cls.name: cls for cls in (SimCLR, BYOL, SimSiam, DINO)}
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -41,4 +42,4 @@ def check_config(cfg: DictConfig) -> None:
     METHODS[cfg.method].check_kwargs(cfg.method_kwargs)
 
 
-__all__ = ["METHODS", "SSLMethod", "SimCLR", "BYOL", "SimSiam", "check_config"]
+__all__ = ["METHODS", "SSLMethod", "SimCLR", "BYOL", "SimSiam", "DINO", "check_config"]

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
-from lightly.utils.scheduler import CosineWarmupScheduler
+from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
@@ -132,6 +132,7 @@ class SSLMethod(pl.LightningModule):
         self.kwargs = self.check_kwargs(cfg.method_kwargs)
         backbone_kwargs = {
             **backbone_kwargs_for_size(cfg.backbone.name, info.image_size),
+            **self.method_backbone_kwargs(),
             **cfg.backbone.kwargs,
         }
         self.backbone = create_backbone(
@@ -150,9 +151,7 @@ class SSLMethod(pl.LightningModule):
         self.build_heads(self.feature_dim)
         # data.augment_on=device: the loader hands uint8 batches and this module makes the views.
         self.augment = (
-            self.build_augmentation(info, cfg.data)
-            if cfg.data.get("augment_on", "device") == "device"
-            else None
+            self.make_augmentation() if cfg.data.get("augment_on", "device") == "device" else None
         )
         self._augment_generator: torch.Generator | None = None
         # (first global step, peak lr) of each stretch of training at one lr; see on_train_start.
@@ -186,6 +185,10 @@ class SSLMethod(pl.LightningModule):
     def build_heads(self, feature_dim: int) -> None:
         raise NotImplementedError
 
+    def method_backbone_kwargs(self) -> dict[str, Any]:
+        """timm arguments the method's views need (DINO: ViTs take its smaller local crops)."""
+        return {}
+
     def fixed_lr_parts(self) -> tuple[str, ...]:
         """Parts (attribute names) that train at the peak lr throughout, outside the schedule's
         warm-up and cosine (SimSiam's predictor in the paper's recipe); none by default."""
@@ -211,6 +214,15 @@ class SSLMethod(pl.LightningModule):
     @classmethod
     def build_augmentation(cls, info: DataInfo, data_cfg: DataConfig) -> BatchAugment:
         return BatchAugment(cls.view_recipes(info, data_cfg), data_cfg.compile_augment)
+
+    def make_transform(self) -> Callable[[Any], list[Tensor]]:
+        """This model's workers-path transform; a method whose views depend on its settings
+        or backbone (DINO's multi-crop) overrides it."""
+        return self.build_transform(self.info, self.cfg.data)
+
+    def make_augmentation(self) -> BatchAugment:
+        """This model's device-path augmentation (see `make_transform`)."""
+        return self.build_augmentation(self.info, self.cfg.data)
 
     # ----- shared machinery --------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
@@ -273,10 +285,34 @@ class SSLMethod(pl.LightningModule):
             "anchor_scale": str(syre_cfg.anchor_scale),
             "d_eps": self.syre.d_eps,
             "weight_decay": self.decay_strength(),
+            # The cosine schedule's end (None: constant) and the γ of the last step taken.
+            "weight_decay_end": opt.get("weight_decay_end"),
+            "weight_decay_last": self.syre.weight_decay,
             "optimizer": str(opt.name),
             "lr": self.learning_rate(),
             "pull_per_step": pull,
         }
+
+    def weight_decay_at(self, step: int) -> float:
+        """γ at optimizer step `step`: `decay_strength()`, or with optimizer.weight_decay_end
+        the cosine from optimizer.weight_decay to it over the run (DINO's schedule)."""
+        start, end = self.decay_strength(), self.cfg.optimizer.get("weight_decay_end")
+        if end is None or self._trainer is None:
+            return start
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        return cosine_schedule(step, total, start, float(end))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Set this step's decay before the step: SyRe's γ and the plain "decay" group's."""
+        if self.cfg.optimizer.get("weight_decay_end") is None:
+            return
+        gamma = self.weight_decay_at(self.global_step)
+        self.syre.weight_decay = gamma
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                if group.get("name") == "decay":
+                    group["weight_decay"] = gamma
+        self.log("train/weight_decay", gamma)
 
     def global_batch_size(self) -> int:
         world = self.trainer.world_size if self._trainer is not None else 1
