@@ -12,7 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.apply_func import apply_to_collection
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
@@ -34,6 +37,8 @@ MODEL_KEYS = (
     "optimizer.name",
     "syre",
 )
+# Keys under MODEL_KEYS that change how the model runs, not its tensors: free on resume.
+RUNTIME_KEYS = ("backbone.compile",)
 
 
 class NonFiniteWeightsError(UserError):
@@ -218,7 +223,11 @@ def check_resumable(checkpoint_path: Path, cfg: DictConfig) -> None:
         return  # not written by ssl_syre's pipeline: Lightning reports any mismatch
     current: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     before, now = _model_settings(saved), _model_settings(current)
-    differ = [key for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
+    differ = [
+        key
+        for key in sorted(set(before) | set(now))
+        if before.get(key) != now.get(key) and key not in RUNTIME_KEYS
+    ]
     if not differ:
         return
     first = differ[0]
@@ -228,3 +237,42 @@ def check_resumable(checkpoint_path: Path, cfg: DictConfig) -> None:
         f"{before.get(first)!r}, this command sets {first}={now.get(first)!r}{more}; repeat "
         f"the run's own settings ({run_dir_of(checkpoint_path) / CONFIG}) with resume="
     )
+
+
+class EpochCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint every `every_n_epochs` epochs that still leaves last.ckpt at the end
+    of training and on Ctrl-C.
+
+    Each checkpoint write is fsynced (AtomicCheckpointIO), which a long run pays at every
+    epoch. Between writes, the epoch-end state is held in host memory instead (a copy, no
+    disk), and written as last.ckpt if the run is interrupted: a resumed run then continues
+    from the last finished epoch, exactly as with a checkpoint every epoch. Lightning's own
+    `on_train_end` writes last.ckpt only when no checkpoint was saved at all.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._held: dict[str, Any] | None = None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._held = None
+        if self._every_n_epochs > 1 and self._last_global_step_saved != trainer.global_step:
+            state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+            self._held = apply_to_collection(
+                state, torch.Tensor, lambda t: t.detach().to("cpu", copy=True)
+            )
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        if self._held is not None and isinstance(exception, KeyboardInterrupt):
+            path = os.path.join(str(self.dirpath), self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+            trainer.strategy.save_checkpoint(self._held, path)
+            self._held = None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

@@ -29,6 +29,9 @@ class BackboneConfig:
     # NHWC weights (torch.channels_last): faster convolutions on GPUs with tensor cores,
     # especially under bf16-mixed; same results. Exports are written contiguous either way.
     channels_last: bool = False
+    # torch.compile the backbone and heads (in place: checkpoints and exports keep their keys);
+    # same math, fused kernels. See benchmarks/RESULTS.md for when it pays.
+    compile: bool = False
     # Extra keyword arguments for timm.create_model (drop_path_rate, img_size, ...).
     kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -49,6 +52,9 @@ class DataConfig:
     # device path on CUDA: torch.compile the colour jitter, once, on the first batch (views 3.2x
     # faster on an H200, benchmarks/RESULTS.md section 4). Ignored on a CPU.
     compile_augment: bool = True
+    # device path, in-memory data sets: the uint8 split lives on the training device and each
+    # batch is gathered there (no host gather, no copy per step). Same batches.
+    on_device: bool = False
     train_subset: int | None = None  # use a seeded random subset of the training split
     test_subset: int | None = None
     # Augmentation strength (lightly's transforms); None keeps the method's default.
@@ -70,6 +76,8 @@ class OptimizerConfig:
     weight_decay: float = 5e-4
     warmup_epochs: int = 0
     scheduler: str = "cosine"  # cosine | constant
+    # torch's optimizer kernels for sgd/adamw: auto (torch's choice) | for_loop | foreach | fused.
+    implementation: str = "auto"
 
 
 @dataclass
@@ -115,6 +123,10 @@ class EvalConfig:
     projector: bool = True  # also evaluate projector outputs (collapse shows there first)
     batch_size: int = 512
     raw_pixel_baseline: bool = True
+    # In-memory data at their stored size: uint8 images on the evaluation device, normalized
+    # there in batches (the eval transform's ToTensor and Normalize; the same features).
+    on_device: bool = True
+    autocast_bf16: bool = False  # on CUDA: extract features under bf16 autocast
 
 
 @dataclass
@@ -134,6 +146,9 @@ class Config:
     run_name: str | None = None  # None: <method>_<data>_<timestamp>
     resume: str | None = None  # a run directory to continue
     export: bool = True
+    # Write the epoch checkpoint every N epochs (each is fsynced); last.ckpt is still written
+    # at the end of training and on interruption.
+    checkpoint_every_n_epochs: int = 1
 
 
 def format_omegaconf_error(error: OmegaConfBaseException, schema: DictConfig) -> str:
@@ -259,6 +274,21 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("data.augment_on", cfg.data.augment_on, ["device", "workers"])
     _check_choice("optimizer.name", cfg.optimizer.name, ["sgd", "lars", "adamw"])
     _check_choice("optimizer.scheduler", cfg.optimizer.scheduler, ["cosine", "constant"])
+    _check_choice(
+        "optimizer.implementation",
+        cfg.optimizer.implementation,
+        ["auto", "for_loop", "foreach", "fused"],
+    )
+    if cfg.optimizer.name == "lars" and cfg.optimizer.implementation != "auto":
+        raise UserError(
+            "optimizer.implementation applies to sgd and adamw only (LARS has one "
+            "implementation); remove optimizer.implementation or use optimizer.name=sgd"
+        )
+    if cfg.checkpoint_every_n_epochs < 1:
+        raise UserError(
+            f"config key 'checkpoint_every_n_epochs' must be >= 1, got "
+            f"{cfg.checkpoint_every_n_epochs}"
+        )
     _check_choice("syre.mode", cfg.syre.mode, ["auto", *MODES])
     _check_choice("syre.anchor_scale", cfg.syre.anchor_scale, list(ANCHOR_SCALES))
     if cfg.optimizer.name == "lars" and syre_mode(cfg) != "coupled":

@@ -16,7 +16,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from ssl_syre.callbacks import OnlineEvaluation, ReseedEachEpoch
-from ssl_syre.checkpoint import AtomicCheckpointIO, check_resumable
+from ssl_syre.checkpoint import AtomicCheckpointIO, EpochCheckpoint, check_resumable
 from ssl_syre.config import DEFAULT_CONFIG, load_config
 from ssl_syre.data import (
     DataInfo,
@@ -190,13 +190,13 @@ def train(cfg: DictConfig) -> Path:
     loader, sampler = train_loader(train_set, cfg.data, cfg.seed, cfg.data.augment_on)
     callbacks: list[pl.Callback] = [
         ReseedEachEpoch(cfg.seed, sampler),
-        ModelCheckpoint(
+        EpochCheckpoint(
             dirpath=run_dir / CHECKPOINTS,
             filename="epoch{epoch:03d}",
             auto_insert_metric_name=False,
             save_last=True,
             save_top_k=1,
-            every_n_epochs=1,
+            every_n_epochs=int(cfg.get("checkpoint_every_n_epochs", 1)),
             # Else a resumed run that was moved or copied writes last-v1.ckpt beside the
             # stale last.ckpt, and the next resume silently goes back to the stale one.
             enable_version_counter=False,

@@ -48,6 +48,16 @@ class CosineSchedule(CosineWarmupScheduler):
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
+def optimizer_kernels(implementation: str) -> dict[str, bool]:
+    """torch optimizer arguments for config optimizer.implementation (auto: torch's choice)."""
+    return {
+        "auto": {},
+        "for_loop": {"foreach": False},
+        "foreach": {"foreach": True},
+        "fused": {"fused": True},
+    }[implementation]
+
+
 class NonFiniteLossError(UserError):
     """The training loss became NaN or infinite."""
 
@@ -92,6 +102,11 @@ class SSLMethod(pl.LightningModule):
         self.backbone_kwargs = backbone_kwargs
         self.feature_dim = int(self.backbone.num_features)
         self.build_heads(self.feature_dim)
+        if cfg.backbone.get("compile", False):
+            # nn.Module.compile compiles in place: state_dict keys stay as they are (no
+            # `_orig_mod.` prefix), so checkpoints and exports are those of an eager run.
+            for module in self.trainable_parts().values():
+                module.compile()
         # data.augment_on=device: the loader hands uint8 batches and this module makes the views.
         self.augment = (
             self.build_augmentation(info, cfg.data)
@@ -231,14 +246,17 @@ class SSLMethod(pl.LightningModule):
         # as a ViT's pos_embed and cls_token, then stay out of every decay, as SyRe leaves them.
         groups = syre_param_groups(self, self.syre, float(opt.weight_decay), parameters=named)
         lr = self.learning_rate()
+        kernels = optimizer_kernels(str(opt.get("implementation", "auto")))
         if opt.name == "sgd":
-            optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=opt.momentum)
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                groups, lr=lr, momentum=opt.momentum, **kernels
+            )
         elif opt.name == "lars":
             # lightly's LARS skips the trust ratio for weight_decay=0 groups, which SyRe's are:
             # SyReLARS scales them, with SyRe's (coupled) pull in the ratio.
             optimizer = SyReLARS(groups, syre=self.syre, lr=lr, momentum=opt.momentum)
         else:
-            optimizer = torch.optim.AdamW(groups, lr=lr)
+            optimizer = torch.optim.AdamW(groups, lr=lr, **kernels)
         if not isinstance(optimizer, SyReLARS):
             self.syre.attach(optimizer)
         if opt.scheduler == "constant":
