@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
@@ -68,8 +69,10 @@ class UInt8Batches:
 
 
 def uint8_batches(dataset: Dataset, batch_size: int) -> UInt8Batches | None:
-    """The split as `UInt8Batches`, or None where its transform is not the eval transform at
-    the stored size (an image folder, a resize, a crop): those keep the per-image loader."""
+    """The split as `UInt8Batches`, or None where its transform is not the eval transform
+    (an image folder, a custom transform): those keep the per-image loader. Where the eval
+    size differs from the stored one, PIL's Resize and CenterCrop run once per image here, as
+    the transform would (so the pixels are the same), and never again."""
     from ssl_syre.data import whole_split
     from ssl_syre.data.datasets import ArrayImageDataset
 
@@ -77,16 +80,18 @@ def uint8_batches(dataset: Dataset, batch_size: int) -> UInt8Batches | None:
     if not isinstance(split, ArrayImageDataset) or not isinstance(split.transform, T.Compose):
         return None
     steps = list(split.transform.transforms)
-    height, width = split.images.shape[1:3]
     normalize = steps.pop() if steps and isinstance(steps[-1], T.Normalize) else None
-    kinds = [type(step) for step in steps]
-    if kinds != [T.Resize, T.CenterCrop, T.ToTensor] or height != width:
+    if [type(step) for step in steps] != [T.Resize, T.CenterCrop, T.ToTensor]:
         return None
     resize, crop = steps[0], steps[1]
-    if resize.size not in (height, [height]) or list(crop.size) != [height, width]:
-        return None
+    height, width = split.images.shape[1:3]
     labels = torch.from_numpy(split.labels[positions])
-    return UInt8Batches(split.uint8_images(positions), labels, batch_size, normalize)
+    if resize.size in (height, [height]) and list(crop.size) == [height, width]:
+        return UInt8Batches(split.uint8_images(positions), labels, batch_size, normalize)
+    resized = np.stack([np.asarray(crop(resize(split._image(p)))) for p in positions])
+    images = torch.from_numpy(resized)
+    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2).contiguous()
+    return UInt8Batches(images, labels, batch_size, normalize)
 
 
 def eval_loader(
@@ -218,7 +223,7 @@ def split_features(
         if dataset is not None
     ]
     batch = int(cfg.eval.batch_size)
-    on_device = bool(cfg.eval.get("on_device", True))
+    on_device = bool(getattr(cfg.eval, "on_device", True))
     splits: list[Features] = []
     if any(kind != "raw_pixels" for kind in kinds):
         for dataset, split in named:
@@ -228,7 +233,7 @@ def split_features(
                 projector=projector if "projector" in kinds else None,
                 device=device,
                 progress=f"features ({split})",
-                autocast_bf16=bool(cfg.eval.get("autocast_bf16", False)),
+                autocast_bf16=bool(getattr(cfg.eval, "autocast_bf16", False)),
             )
             splits.append(features)
     if "raw_pixels" in kinds:

@@ -102,7 +102,7 @@ class SSLMethod(pl.LightningModule):
         self.backbone_kwargs = backbone_kwargs
         self.feature_dim = int(self.backbone.num_features)
         self.build_heads(self.feature_dim)
-        if cfg.backbone.get("compile", False):
+        if getattr(cfg.backbone, "compile", False):
             # nn.Module.compile compiles in place: state_dict keys stay as they are (no
             # `_orig_mod.` prefix), so checkpoints and exports are those of an eager run.
             for module in self.trainable_parts().values():
@@ -246,7 +246,7 @@ class SSLMethod(pl.LightningModule):
         # as a ViT's pos_embed and cls_token, then stay out of every decay, as SyRe leaves them.
         groups = syre_param_groups(self, self.syre, float(opt.weight_decay), parameters=named)
         lr = self.learning_rate()
-        kernels = optimizer_kernels(str(opt.get("implementation", "auto")))
+        kernels = optimizer_kernels(str(getattr(opt, "implementation", "auto")))
         if opt.name == "sgd":
             optimizer: torch.optim.Optimizer = torch.optim.SGD(
                 groups, lr=lr, momentum=opt.momentum, **kernels
