@@ -89,3 +89,60 @@ def test_a_nan_between_logging_steps_stops_the_epoch_before_its_checkpoint(
             "export=false",
         )
     assert load_checkpoint(tmp_path / "run/checkpoints/last.ckpt")["epoch"] == 0
+
+
+def _steps(model: SSLMethod, steps: int = 3) -> dict[str, torch.Tensor]:
+    """`steps` SGD+SyRe updates of `model` on fixed views, through configure_optimizers."""
+    from unittest import mock
+
+    trainer = mock.MagicMock(world_size=1, estimated_stepping_batches=10, max_epochs=1)
+    model._trainer = trainer
+    optimizer = model.configure_optimizers()["optimizer"]
+    generator = torch.Generator().manual_seed(0)
+    size = model.info.image_size
+    views = [torch.randn(8, 1, size, size, generator=generator) for _ in range(2)]
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model.training_loss(views).backward()
+        optimizer.step()
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("implementation", ["for_loop", "foreach", "fused"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_optimizer_implementations_give_the_reference_update(
+    implementation: str, optimizer: str, one_thread: None
+) -> None:
+    from tests.conftest import build_method
+
+    torch.manual_seed(0)
+    reference = _steps(build_method("simclr", f"optimizer.name={optimizer}")[0])
+    torch.manual_seed(0)
+    model, _ = build_method(
+        "simclr", f"optimizer.name={optimizer}", f"optimizer.implementation={implementation}"
+    )
+    ours = _steps(model)
+    for name, value in reference.items():
+        if implementation == "fused":  # another rounding order inside the fused kernel
+            torch.testing.assert_close(ours[name], value, rtol=1e-4, atol=5e-5)
+        else:
+            assert torch.equal(ours[name], value), name
+
+
+@pytest.mark.slow  # inductor compiles for ~30 s on a CPU
+def test_compiled_backbone_keeps_its_keys_and_the_eager_numbers(one_thread: None) -> None:
+    from tests.conftest import build_method
+
+    torch.manual_seed(0)
+    eager, _ = build_method("simclr")
+    torch.manual_seed(0)
+    compiled, _ = build_method("simclr", "backbone.compile=true")
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    assert not any("_orig_mod" in key for key in compiled.state_dict())
+    size = eager.info.image_size
+    views = [
+        torch.randn(8, 1, size, size, generator=torch.Generator().manual_seed(i)) for i in (0, 1)
+    ]
+    torch.testing.assert_close(
+        compiled.training_loss(views), eager.training_loss(views), rtol=1e-5, atol=1e-5
+    )
