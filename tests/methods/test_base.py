@@ -123,8 +123,9 @@ def test_optimizer_implementations_give_the_reference_update(
     )
     ours = _steps(model)
     for name, value in reference.items():
-        if implementation == "fused":  # another rounding order inside the fused kernel
-            torch.testing.assert_close(ours[name], value, rtol=1e-4, atol=5e-5)
+        if implementation == "fused":  # another rounding order inside the fused kernel:
+            # within 1% of one step's size (lr under AdamW's normalisation)
+            torch.testing.assert_close(ours[name], value, rtol=0, atol=0.01 * model.learning_rate())
         else:
             assert torch.equal(ours[name], value), name
 
