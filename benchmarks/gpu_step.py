@@ -59,7 +59,7 @@ def sizes(smoke: bool, quick_start: bool = False) -> dict[str, Any]:
         size = {"backbone": "test_resnet", "batch": 256, "images": 2048, "warmup": 3, "steps": 12}
         return {**size, "config": "quick_start", "shape": (1, 28, 28)}
     if smoke:
-        size = {"backbone": "test_resnet", "batch": 16, "images": 128, "warmup": 1, "steps": 2}
+        size = {"backbone": "test_resnet", "batch": 16, "images": 128, "warmup": 1, "steps": 4}
     else:
         size = {"backbone": "resnet18", "batch": 512, "images": 8192, "warmup": 10, "steps": 30}
     return {**size, "config": "cifar10", "shape": (3, 32, 32)}
@@ -145,9 +145,8 @@ def build(
         model.criterion = LightlyNTXentLoss(temperature=model.kwargs.temperature)
     optimizer = model.configure_optimizers()
     generator = torch.Generator().manual_seed(0)
-    images = torch.randint(
-        0, 256, (size["images"], 3, 32, 32), dtype=torch.uint8, generator=generator
-    )
+    shape = (size["images"], *size["shape"])
+    images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
     batches = TensorBatches(images, torch.zeros(size["images"], dtype=torch.long))
     if rank >= 2:
         batches.to(device)

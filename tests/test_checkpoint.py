@@ -66,3 +66,20 @@ def test_ctrl_c_between_checkpoints_writes_the_last_finished_epoch(
     for name, value in states[4].items():  # the state at the end of epoch index 1
         assert torch.equal(checkpoint["state_dict"][name], value), name
     assert sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir()) == ["last.ckpt"]
+
+
+def test_resume_ignores_runtime_switches_and_keys_older_checkpoints_lack(tmp_path: Path):
+    from omegaconf import OmegaConf
+
+    from ssl_syre.checkpoint import check_resumable
+    from ssl_syre.config import load_config
+    from ssl_syre.errors import UserError
+
+    saved = OmegaConf.to_container(load_config(None, []), resolve=True)
+    del saved["backbone"]["compile"]  # a checkpoint from before the key existed
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "hyper_parameters": {"cfg": saved}}, path)
+    check_resumable(path, load_config(None, ["backbone.compile=true"]))
+    check_resumable(path, load_config(None, []))
+    with pytest.raises(UserError, match="backbone.name"):
+        check_resumable(path, load_config(None, ["backbone.name=resnet34"]))

@@ -129,3 +129,14 @@ def test_another_methods_kwargs_are_dropped_with_a_warning() -> None:
     assert "temperature" not in cfg.method_kwargs
     assert load_config(None, ["method_kwargs.temperature=0.2"]).method_kwargs.temperature == 0.2
     assert "temprature" in error_of(overrides=["method=byol", "method_kwargs.temprature=0.2"])
+
+
+def test_speed_switches_are_checked() -> None:
+    assert "optimizer.implementation" in error_of(overrides=["optimizer.implementation=fast"])
+    assert "fused" in error_of(overrides=["optimizer.implementation=fast"])
+    lars = error_of(overrides=["optimizer.name=lars", "optimizer.implementation=fused"])
+    assert "sgd and adamw only" in lars
+    assert ">= 1" in error_of(overrides=["checkpoint_every_n_epochs=0"])
+    cfg = load_config(None, [])
+    assert not cfg.backbone.compile and not cfg.data.on_device and cfg.eval.on_device
+    assert cfg.optimizer.implementation == "auto" and cfg.checkpoint_every_n_epochs == 1
