@@ -228,10 +228,11 @@ class SyncGuard(pl.Callback):
         self.every, self.counts, self.steps = every, Counter(), 0
         self._originals: dict[str, Any] = {}
 
-    def _quiet(self, trainer: pl.Trainer) -> bool:
-        return (
-            trainer.global_step + 1
-        ) % self.every != 0 and trainer.global_step + 1 < trainer.max_steps
+    def _quiet(self, trainer: pl.Trainer, batch_idx: int) -> bool:
+        """Not a logging step, nor an epoch's or the run's last (the loss is checked there)."""
+        step = trainer.global_step + 1
+        last = batch_idx + 1 >= trainer.num_training_batches
+        return step % self.every != 0 and step < trainer.max_steps and not last
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int
@@ -391,23 +392,28 @@ def main() -> None:
         sys.exit(f"error: unknown phase {sorted(unknown)}; choose from {', '.join(PHASES)}")
     result: dict[str, Any] = {"device": str(device), "smoke": args.smoke, "sizes": size}
     with tempfile.TemporaryDirectory() as folder:
+        failed = []
         for phase in phases:
             started = time.time()
-            if phase == "ceilings":
-                result[phase] = ceilings(device, args.smoke)
-            elif phase == "split":
-                result[phase] = run_steps("today", size, device)
-            elif phase == "ladder":
-                result[phase] = ladder(size, device, args.variants.split(","))
-            elif phase == "syncfree":
-                result[phase] = syncfree(size, device)
-            else:
-                result[phase] = accuracy(args.smoke, args.fashion_mnist, Path(folder))
+            try:
+                if phase == "ceilings":
+                    result[phase] = ceilings(device, args.smoke)
+                elif phase == "split":
+                    result[phase] = run_steps("today", size, device)
+                elif phase == "ladder":
+                    result[phase] = ladder(size, device, args.variants.split(","))
+                elif phase == "syncfree":
+                    result[phase] = syncfree(size, device)
+                else:
+                    result[phase] = accuracy(args.smoke, args.fashion_mnist, Path(folder))
+            except Exception as error:  # one phase's failure leaves the others
+                result[phase] = {"error": f"{type(error).__name__}: {error}"[:500]}
+                failed.append(phase)
+            elapsed = time.time() - started
             print(
-                f"== {phase} ({time.time() - started:.0f} s)\n{json.dumps(result[phase], indent=1)}",
-                flush=True,
+                f"== {phase} ({elapsed:.0f} s)\n{json.dumps(result[phase], indent=1)}", flush=True
             )
-    if "ladder" in result:
+    if "ladder" in result and "error" not in result["ladder"]:
         print(
             f"{'variant':<12}{'ms/step':>10}{'x today':>9}  "
             + "  ".join(f"{p[:9]:>9}" for p in PARTS)
@@ -419,6 +425,8 @@ def main() -> None:
             )
     if args.out:
         write_result(result, args.out)
+    if failed:
+        sys.exit(f"error: phases failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
