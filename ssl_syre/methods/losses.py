@@ -17,9 +17,9 @@ class NTXentLoss(LightlyNTXentLoss):
 
     lightly drops each view's similarity to itself with `logits[~diag_mask]`, a boolean index
     whose output size the host must read back from the device (a sync, twice a step). Here the
-    (2n, 2n) similarities of both views get -inf on the diagonal instead: the same softmax over
-    the same 2n - 1 candidates, equal to lightly's loss to float rounding. Several processes
-    (gathered negatives) and memory banks keep lightly's own code.
+    same entries are taken with `gather` and a precomputed index, so the loss and its gradients
+    are lightly's, bit for bit on a CPU. Several processes (gathered negatives) and memory banks
+    keep lightly's own code.
     """
 
     def forward(self, out0: Tensor, out1: Tensor) -> Tensor:
@@ -27,11 +27,21 @@ class NTXentLoss(LightlyNTXentLoss):
         if distributed or self.memory_bank.size[0] > 0:
             return super().forward(out0, out1)
         batch_size = out0.shape[0]
-        views = nn.functional.normalize(torch.cat([out0, out1]), dim=1)
-        logits = views @ views.T / self.temperature
-        self_pairs = torch.eye(2 * batch_size, device=logits.device, dtype=torch.bool)
-        logits = logits.masked_fill(self_pairs, float("-inf"))
-        # Row i's positive is the other view of image i.
-        index = torch.arange(batch_size, device=logits.device)
-        labels = torch.cat([index + batch_size, index])
+        out0 = nn.functional.normalize(out0, dim=1)
+        out1 = nn.functional.normalize(out1, dim=1)
+        # lightly's operations in lightly's order (the same numbers bit for bit), except that
+        # the off-diagonal entries are gathered by index instead of a boolean mask.
+        logits_00 = torch.einsum("nc,mc->nm", out0, out0) / self.temperature
+        logits_01 = torch.einsum("nc,mc->nm", out0, out1) / self.temperature
+        logits_10 = torch.einsum("nc,mc->nm", out1, out0) / self.temperature
+        logits_11 = torch.einsum("nc,mc->nm", out1, out1) / self.temperature
+        rows = torch.arange(batch_size, device=out0.device).unsqueeze(1)
+        columns = torch.arange(batch_size - 1, device=out0.device).expand(batch_size, -1)
+        off_diagonal = columns + (columns >= rows)  # row i: every column but i, in order
+        logits_00 = logits_00.gather(1, off_diagonal)
+        logits_11 = logits_11.gather(1, off_diagonal)
+        logits = torch.cat(
+            [torch.cat([logits_01, logits_00], dim=1), torch.cat([logits_10, logits_11], dim=1)]
+        )
+        labels = torch.arange(batch_size, device=out0.device, dtype=torch.long).repeat(2)
         return self.cross_entropy(logits, labels)
