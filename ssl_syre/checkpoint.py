@@ -12,7 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.apply_func import apply_to_collection
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ssl_syre.errors import UserError
@@ -194,3 +197,42 @@ def load_checkpoint(
             "it is not a training checkpoint"
         )
     return checkpoint
+
+
+class EpochCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint every `every_n_epochs` epochs that still leaves last.ckpt at the end
+    of training and on Ctrl-C.
+
+    Each checkpoint write is fsynced (AtomicCheckpointIO), which a long run pays at every
+    epoch. Between writes, the epoch-end state is held in host memory instead (a copy, no
+    disk), and written as last.ckpt if the run is interrupted: a resumed run then continues
+    from the last finished epoch, exactly as with a checkpoint every epoch. Lightning's own
+    `on_train_end` writes last.ckpt only when no checkpoint was saved at all.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._held: dict[str, Any] | None = None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._held = None
+        if self._every_n_epochs > 1 and self._last_global_step_saved != trainer.global_step:
+            state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+            self._held = apply_to_collection(
+                state, torch.Tensor, lambda t: t.detach().to("cpu", copy=True)
+            )
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        if self._held is not None and isinstance(exception, KeyboardInterrupt):
+            path = os.path.join(str(self.dirpath), self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+            trainer.strategy.save_checkpoint(self._held, path)
+            self._held = None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

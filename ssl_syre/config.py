@@ -80,6 +80,9 @@ class BackboneConfig:
     # NHWC weights (torch.channels_last): faster convolutions on GPUs with tensor cores,
     # especially under bf16-mixed; same results. Exports are written contiguous either way.
     channels_last: bool = False
+    # torch.compile the backbone and heads (in place: checkpoints and exports keep their keys);
+    # same math, fused kernels. See benchmarks/RESULTS.md for when it pays.
+    compile: bool = False
     # Extra keyword arguments for timm.create_model (drop_path_rate, img_size, ...).
     kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -100,6 +103,9 @@ class DataConfig:
     # device path on CUDA: torch.compile the colour jitter, once, on the first batch (fewer
     # kernel launches per view; its speed is in benchmarks/RESULTS.md). Ignored on a CPU.
     compile_augment: bool = True
+    # device path, in-memory data sets: the uint8 split lives on the training device and each
+    # batch is gathered there (no host gather, no copy per step). Same batches.
+    on_device: bool = False
     train_subset: int | None = None  # use a seeded random subset of the training split
     test_subset: int | None = None
     # Augmentation strength (lightly's transforms); None keeps the method's default.
@@ -124,6 +130,8 @@ class OptimizerConfig:
     weight_decay_end: float | None = None
     warmup_epochs: int = ranged(0, "[0, inf)")  # at most trainer.max_epochs
     scheduler: str = "cosine"  # cosine | constant
+    # torch's optimizer kernels for sgd/adamw: auto (torch's choice) | for_loop | foreach | fused.
+    implementation: str = "auto"
 
 
 @dataclass
@@ -180,6 +188,10 @@ class EvalConfig:
     # the training batches, trained beside the SSL loss; the SSL weights do not change.
     online_linear_probe: bool = False
     online_linear_lr: float = 1.0e-3  # AdamW
+    # In-memory data at their stored size: uint8 images on the evaluation device, normalized
+    # there in batches (the eval transform's ToTensor and Normalize; the same features).
+    on_device: bool = True
+    autocast_bf16: bool = False  # on CUDA: extract features under bf16 autocast
 
 
 @dataclass
@@ -215,6 +227,9 @@ class Config:
     loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
     # Keyword arguments per logger, e.g. logger_kwargs.wandb.project=NAME; see docs/tracking.md.
     logger_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Write the epoch checkpoint every N epochs (each is fsynced); last.ckpt is still written
+    # at the end of training and on interruption.
+    checkpoint_every_n_epochs: int = 1
 
 
 def format_omegaconf_error(error: OmegaConfBaseException, schema: DictConfig) -> str:
@@ -377,6 +392,21 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("data.augment_on", cfg.data.augment_on, ["device", "workers"])
     _check_choice("optimizer.name", cfg.optimizer.name, ["sgd", "lars", "adamw"])
     _check_choice("optimizer.scheduler", cfg.optimizer.scheduler, ["cosine", "constant"])
+    _check_choice(
+        "optimizer.implementation",
+        cfg.optimizer.implementation,
+        ["auto", "for_loop", "foreach", "fused"],
+    )
+    if cfg.optimizer.name == "lars" and cfg.optimizer.implementation != "auto":
+        raise UserError(
+            "optimizer.implementation applies to sgd and adamw only (LARS has one "
+            "implementation); remove optimizer.implementation or use optimizer.name=sgd"
+        )
+    if cfg.checkpoint_every_n_epochs < 1:
+        raise UserError(
+            f"config key 'checkpoint_every_n_epochs' must be >= 1, got "
+            f"{cfg.checkpoint_every_n_epochs}"
+        )
     _check_choice("syre.mode", cfg.syre.mode, ["auto", *MODES])
     _check_choice("syre.anchor_scale", cfg.syre.anchor_scale, list(ANCHOR_SCALES))
     _check_choice("syre.cover", cfg.syre.get("cover", "default"), ["default", "conv_linear"])

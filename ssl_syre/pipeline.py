@@ -16,7 +16,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
@@ -28,7 +28,7 @@ from ssl_syre.callbacks import (
     ReseedEachEpoch,
     UmapEveryNEpochs,
 )
-from ssl_syre.checkpoint import AtomicCheckpointIO
+from ssl_syre.checkpoint import AtomicCheckpointIO, EpochCheckpoint
 from ssl_syre.config import DEFAULT_CONFIG, load_config
 from ssl_syre.data import (
     DataInfo,
@@ -40,7 +40,7 @@ from ssl_syre.data import (
     uint8_transform,
     whole_split,
 )
-from ssl_syre.data.loaders import train_loader
+from ssl_syre.data.loaders import train_loader, training_device
 from ssl_syre.distributed import SyReAnchorCheck
 from ssl_syre.errors import UserError
 from ssl_syre.evaluation.features import split_features
@@ -222,16 +222,18 @@ def train(cfg: DictConfig) -> Path:
         (run_dir / CONFIG).write_text(OmegaConf.to_yaml(cfg))
 
     # Order (and worker seeds) from (seed, epoch) alone: a resumed run replays the same epochs.
-    loader, sampler = train_loader(train_set, cfg.data, cfg.seed, cfg.data.augment_on)
+    loader, sampler = train_loader(
+        train_set, cfg.data, cfg.seed, cfg.data.augment_on, training_device(cfg.trainer)
+    )
     callbacks: list[pl.Callback] = [
         ReseedEachEpoch(cfg.seed, sampler, batch_size=cfg.data.batch_size),
-        ModelCheckpoint(
+        EpochCheckpoint(
             dirpath=run_dir / CHECKPOINTS,
             filename="epoch{epoch:03d}",
             auto_insert_metric_name=False,
             save_last=True,
             save_top_k=1,
-            every_n_epochs=1,
+            every_n_epochs=int(getattr(cfg, "checkpoint_every_n_epochs", 1)),
             # Else a resumed run that was moved or copied writes last-v1.ckpt beside the
             # stale last.ckpt, and the next resume silently goes back to the stale one.
             enable_version_counter=False,

@@ -41,7 +41,15 @@ MAY_CHANGE = (
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
     "trainer.log_every_n_steps",
+    # How the same computation runs or is recorded, not what it computes (each tested equal).
+    "backbone.compile",
+    "data.on_device",
+    "eval.on_device",
+    "checkpoint_every_n_epochs",
+    "loggers",
 )
+# Whole sections that may change: where the same metrics are sent.
+MAY_CHANGE_SECTIONS = ("logger_kwargs.",)
 # With views made on the device, DataLoader workers only read and decode: their number
 # changes nothing. With views made in the workers, each worker has its own random stream.
 MAY_CHANGE_ON_DEVICE_PATH = ("data.num_workers",)
@@ -85,7 +93,9 @@ def changed_settings(saved: dict[str, Any], cfg: DictConfig) -> list[tuple[str, 
     return [
         (key, before.get(key, UNSET), now.get(key, UNSET))
         for key in sorted(set(before) | set(now))
-        if key not in allowed and before.get(key, UNSET) != now.get(key, UNSET)
+        if key not in allowed
+        and not key.startswith(MAY_CHANGE_SECTIONS)
+        and before.get(key, UNSET) != now.get(key, UNSET)
     ]
 
 

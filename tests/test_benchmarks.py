@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +183,30 @@ def test_paper_table_pairs_each_arm_with_decay_toward_0_and_prints_the_paper(
     assert cells[10] == "3.0 ± 0.0" and cells[12] == "2.5 ± 0.7" and cells[13] == "50.00 ± 0.00"
     assert cells[-3:] == ["70%", "22.2", "~46.8"]  # the paper's numbers beside
     assert "| sigma0=0.01 absolute (paper) | 0 | 0.0 |" in text  # paired with off, seed 0
+
+
+@pytest.mark.slow  # a few minutes: every phase of the device check on the CPU, compile included
+def test_gpu_check_smoke_runs_every_phase_on_the_cpu(tmp_path: Path) -> None:
+    fashion = Path("/usr/share/datasets/fashion-mnist")
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "FASHION_MNIST": str(fashion)}
+    result = subprocess.run(
+        ["bash", str(ROOT / "benchmarks/gpu_check.sh"), "--smoke", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, **env},
+    )
+    summary = (tmp_path / "summary.txt").read_text()
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "exit 0" in summary
+    for phase in ("ceilings", "split", "ladder", "syncfree", "accuracy"):
+        record = json.loads((tmp_path / f"step_{phase}.json").read_text())
+        assert record["smoke"] and phase in record, phase
+    ladder = json.loads((tmp_path / "step_ladder.json").read_text())["ladder"]
+    assert list(ladder) == ["today", "sync_free", "resident", "fused", "compiled"]
+    assert all(row["ms_per_step"] > 0 for row in ladder.values())
+    sync = json.loads((tmp_path / "step_syncfree.json").read_text())["syncfree"]
+    assert sync["ok"] and sync["quiet_steps_checked"] >= 1
+    accuracy = json.loads((tmp_path / "step_accuracy.json").read_text())["accuracy"]
+    assert set(accuracy["fast"]["knn_top1"]) == {"raw_pixels", "backbone"}
+    assert "side by side" in summary and "x today" in summary

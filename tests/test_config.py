@@ -224,3 +224,14 @@ def test_new_eval_keys_are_range_checked() -> None:
     ]:
         with pytest.raises(UserError, match=f"config key '{key}' must be"):
             load_config(None, [override])
+
+
+def test_speed_switches_are_checked() -> None:
+    assert "optimizer.implementation" in error_of(overrides=["optimizer.implementation=fast"])
+    assert "fused" in error_of(overrides=["optimizer.implementation=fast"])
+    lars = error_of(overrides=["optimizer.name=lars", "optimizer.implementation=fused"])
+    assert "sgd and adamw only" in lars
+    assert ">= 1" in error_of(overrides=["checkpoint_every_n_epochs=0"])
+    cfg = load_config(None, [])
+    assert not cfg.backbone.compile and not cfg.data.on_device and cfg.eval.on_device
+    assert cfg.optimizer.implementation == "auto" and cfg.checkpoint_every_n_epochs == 1

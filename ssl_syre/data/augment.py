@@ -18,7 +18,10 @@ What does what, and why:
   drawn per sample by hand, because kornia's ColorJitter draws one order for the whole batch
   while torchvision (hence lightly) draws one per image. Grey images skip saturation and hue,
   which PIL leaves unchanged on 'L' images.
-- Gaussian blur: kornia's `gaussian_blur2d` with a per-sample sigma.
+- Gaussian blur: PIL's own approximation (what lightly's GaussianBlur runs): three passes of
+  an extended box filter per axis with replicated edges, the box radius derived from sigma as
+  PIL derives it, per-sample sigma; written by hand because kornia's sampled Gaussian with
+  reflected borders spreads a pixel 3x less at small sigma and darkens bright edges.
 
 Randomness comes from a generator seeded per batch from (seed, epoch, process rank, batch
 index): resumed runs replay the same views, DDP ranks draw different ones, and nothing touches
@@ -248,8 +251,20 @@ def resized_crop(
     return (rows.unsqueeze(1) @ horizontal).clamp_(0.0, 1.0)
 
 
+_CONSTANTS: dict[tuple[tuple[float, ...], torch.device, torch.dtype], Tensor] = {}
+
+
+def _constant(values: tuple[float, ...], like: Tensor) -> Tensor:
+    """`values` as a tensor on `like`'s device, made once per device: `new_tensor` would copy
+    from the host, which waits for the GPU, at every call."""
+    key = (values, like.device, like.dtype)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(values, dtype=like.dtype, device=like.device)
+    return _CONSTANTS[key]
+
+
 def _grey(images: Tensor) -> Tensor:
-    weights = images.new_tensor(GREY_WEIGHTS).view(1, 3, 1, 1)
+    weights = _constant(GREY_WEIGHTS, images).view(1, 3, 1, 1)
     return (images * weights).sum(dim=1, keepdim=True)
 
 
@@ -298,8 +313,9 @@ def color_jitter(
       4x less arithmetic, and a sync costs nothing.
     """
     steps = [_brightness, _contrast, _saturation, _hue]
-    neutral = images.new_tensor([1.0, 1.0, 1.0, 0.0])
-    active = apply.unsqueeze(1) & (factors != neutral)
+    # Python scalars, not a tensor of neutral values: no host-to-device copy.
+    neutral = torch.cat([factors[:, :3] != 1.0, factors[:, 3:] != 0.0], dim=1)
+    active = apply.unsqueeze(1) & neutral
     if masked is None:
         masked = images.device.type != "cpu"
     output = images if masked else images.clone()
@@ -317,19 +333,88 @@ def color_jitter(
     return output
 
 
-def gaussian_blur(images: Tensor, apply: Tensor, sigma: Tensor, largest: float) -> Tensor:
-    """Blur the samples in `apply` with their own sigma; the kernel covers +-3 `largest` (the
-    recipe's largest sigma), as the Gaussian that PIL's GaussianBlur(radius=sigma)
-    approximates. The kernel size comes from the recipe, not from the batch's draws, so a
-    sample's view does not depend on the other samples."""
-    rows = apply.nonzero().squeeze(1)  # blur is costly: only the chosen rows (one host sync)
-    if not len(rows):
-        return images
-    size = min(2 * math.ceil(3 * largest) + 1, 2 * (min(images.shape[-2:]) // 2) - 1)
-    chosen = sigma[rows].unsqueeze(1).expand(-1, 2).to(images.dtype)
-    output = images.clone()
-    output[rows] = kornia.filters.gaussian_blur2d(images[rows], (size, size), chosen)
-    return output
+# PIL's GaussianBlur: passes of its extended box filter per axis (ImageFilter.GaussianBlur).
+BLUR_PASSES = 3
+
+
+def box_radius(sigma: Tensor, passes: int = BLUR_PASSES) -> Tensor:
+    """PIL's extended box radius for a Gaussian of std `sigma` made of `passes` box passes.
+
+    Integer part l and fraction a of the radius, from Gwosdek et al., "Theoretical foundations
+    of Gaussian convolution by extended box filtering" (SSVM 2011), eqs. 7, 11 and 14, as
+    PIL's `_gaussian_blur_radius` computes them.
+    """
+    variance = sigma * sigma / passes
+    length = torch.sqrt(12.0 * variance + 1.0)
+    whole = torch.floor((length - 1.0) / 2.0)
+    fraction = (2 * whole + 1) * (whole * (whole + 1) - 3 * variance)
+    fraction = fraction / (6 * (variance - (whole + 1) * (whole + 1)))
+    return whole + fraction
+
+
+def box_kernels(radius: Tensor, reach: int) -> Tensor:
+    """(B, 2 reach + 1) taps of PIL's extended box of each radius: weight 1 within the
+    integer radius l, the fraction a at l + 1, all over 2 radius + 1."""
+    whole = torch.floor(radius).unsqueeze(1)
+    offset = torch.arange(-reach, reach + 1, device=radius.device, dtype=radius.dtype).abs()
+    fraction = (radius.unsqueeze(1) - whole).expand(-1, offset.numel())
+    taps = torch.where(offset <= whole, torch.ones_like(fraction), fraction)
+    taps = torch.where(offset <= whole + 1, taps, torch.zeros_like(fraction))
+    return taps / (2 * radius.unsqueeze(1) + 1)
+
+
+def box_blur_matrices(taps: Tensor, size: int, passes: int = BLUR_PASSES) -> Tensor:
+    """(B, size, size): `passes` box passes along one axis of `size` pixels as one matrix per
+    sample, each pass with its edges replicated (PIL clamps at every pass, so the passes do
+    not merge into one longer kernel)."""
+    count, width = taps.shape
+    reach = width // 2
+    offsets = torch.arange(-reach, reach + 1, device=taps.device)
+    columns = (torch.arange(size, device=taps.device).unsqueeze(1) + offsets).clamp_(0, size - 1)
+    box = torch.zeros(count, size, size, device=taps.device, dtype=taps.dtype)
+    box.scatter_add_(
+        2,
+        columns.unsqueeze(0).expand(count, -1, -1),
+        taps.unsqueeze(1).expand(-1, size, -1).contiguous(),
+    )
+    matrix = box
+    for _ in range(passes - 1):
+        matrix = box @ matrix
+    return matrix
+
+
+def gaussian_blur(
+    images: Tensor, apply: Tensor, sigma: Tensor, largest: float, masked: bool | None = None
+) -> Tensor:
+    """PIL's GaussianBlur(radius=sigma) on the samples in `apply`, each with its own sigma.
+
+    PIL (hence lightly) approximates the Gaussian by three extended box passes along each
+    axis, clamping at the image's edges in every pass; here the passes of each axis are one
+    matrix per sample, applied as two batched matrix products (as `resized_crop`), to the whole
+    batch: unblurred samples are kept with `torch.where`, so nothing waits for the host. The
+    taps reach as far as the recipe's `largest` sigma needs, so a sample's view does not depend
+    on the other samples. PIL rounds to 8 bits after every pass and this does not: views differ
+    from PIL's by that rounding, at most 3 levels of 255 (tests/data/test_augment.py).
+
+    `masked` as in `color_jitter`: on a GPU (the default there) every sample is blurred and
+    `torch.where` keeps the chosen ones; on a CPU only the chosen rows are, found with
+    `nonzero` (half the arithmetic at lightly's p = 0.5; a sync is free on a CPU).
+    """
+    variance = largest * largest / BLUR_PASSES  # box_radius's integer part, in Python
+    reach = math.floor((math.sqrt(12.0 * variance + 1.0) - 1.0) / 2.0) + 1
+    height, width = images.shape[-2:]
+    if masked is None:
+        masked = images.device.type != "cpu"
+    if not masked:  # CPU: only the chosen samples (a sync costs nothing there)
+        chosen = apply.nonzero().squeeze(1)
+        output = images.clone()
+        output[chosen] = gaussian_blur(images[chosen], apply[chosen], sigma[chosen], largest, True)
+        return output
+    taps = box_kernels(box_radius(sigma.to(images.dtype)), reach)
+    rows = box_blur_matrices(taps, height).unsqueeze(1)
+    columns = rows if height == width else box_blur_matrices(taps, width).unsqueeze(1)
+    blurred = rows @ images @ columns.transpose(-1, -2)
+    return torch.where(apply.view(-1, 1, 1, 1), blurred, images)
 
 
 class BatchAugment(nn.Module):

@@ -12,6 +12,8 @@ The order comes from `EpochSampler` (a pure function of seed and epoch) in every
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset
@@ -37,16 +39,41 @@ class TensorBatches(Dataset):
 
     def __getitem__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         index = torch.as_tensor(indices, dtype=torch.long)
+        if self.images.device.type != "cpu":
+            # Pinned and non-blocking: a pageable host-to-device copy waits for the GPU.
+            index = index.pin_memory().to(self.images.device, non_blocking=True)
         return self.images.index_select(0, index), self.labels.index_select(0, index)
+
+    def to(self, device: torch.device | str) -> TensorBatches:
+        """Keep the split on `device` (config data.on_device): each batch is gathered there."""
+        self.images, self.labels = self.images.to(device), self.labels.to(device)
+        return self
+
+
+def training_device(trainer_cfg: Any) -> torch.device:
+    """The device a single-process run trains on: CUDA when present, unless the config asks
+    for the CPU (or several processes, where each rank picks its own GPU later)."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    devices = trainer_cfg.get("devices", "auto")
+    single = devices in (1, "1", [0]) or (devices == "auto" and torch.cuda.device_count() <= 1)
+    if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda") and single:
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
 
 
 def train_loader(
-    dataset: Dataset, data_cfg: DataConfig, seed: int, augment_on: str
+    dataset: Dataset,
+    data_cfg: DataConfig,
+    seed: int,
+    augment_on: str,
+    device: torch.device | str = "cpu",
 ) -> tuple[DataLoader, EpochSampler]:
     """The SSL training loader and the sampler whose epoch `ReseedEachEpoch` sets.
 
     `dataset` carries the transform of its path: lightly's views (workers), None (device,
-    in memory) or `uint8_transform` (device, image folders).
+    in memory) or `uint8_transform` (device, image folders). With `data.on_device`, an
+    in-memory split on the device path is moved to `device` once and batches are gathered
+    there (the same batches).
     """
     sampler = EpochSampler(len(dataset), seed)  # type: ignore[arg-type]
     batch_size = int(data_cfg.batch_size)
@@ -56,12 +83,15 @@ def train_loader(
         batches = TensorBatches(
             split.uint8_images(positions), torch.from_numpy(split.labels[positions])
         )
+        resident = bool(getattr(data_cfg, "on_device", False))
+        if resident:
+            batches.to(device)
         loader = DataLoader(
             batches,
             sampler=BatchSampler(sampler, batch_size, drop_last=True),
             batch_size=None,
             num_workers=0,
-            pin_memory=pin,
+            pin_memory=pin and not resident,
         )
         return loader, sampler
     loader = DataLoader(

@@ -94,6 +94,16 @@ def conv_linear_names(module: nn.Module) -> set[str]:
     }
 
 
+def optimizer_kernels(implementation: str) -> dict[str, bool]:
+    """torch optimizer arguments for config optimizer.implementation (auto: torch's choice)."""
+    return {
+        "auto": {},
+        "for_loop": {"foreach": False},
+        "foreach": {"foreach": True},
+        "fused": {"fused": True},
+    }[implementation]
+
+
 class NonFiniteLossError(UserError):
     """The training loss became NaN or infinite."""
 
@@ -149,6 +159,11 @@ class SSLMethod(pl.LightningModule):
         self.backbone_kwargs = backbone_kwargs
         self.feature_dim = int(self.backbone.num_features)
         self.build_heads(self.feature_dim)
+        if getattr(cfg.backbone, "compile", False):
+            # nn.Module.compile compiles in place: state_dict keys stay as they are (no
+            # `_orig_mod.` prefix), so checkpoints and exports are those of an eager run.
+            for module in self.trainable_parts().values():
+                module.compile()
         # data.augment_on=device: the loader hands uint8 batches and this module makes the views.
         self.augment = (
             self.make_augmentation() if cfg.data.get("augment_on", "device") == "device" else None
@@ -156,6 +171,8 @@ class SSLMethod(pl.LightningModule):
         self._augment_generator: torch.Generator | None = None
         # (first global step, peak lr) of each stretch of training at one lr; see on_train_start.
         self.lr_segments: list[tuple[int, float]] = []
+        # (step, loss) of the first non-finite loss, on the device; -1 while all are finite.
+        self._first_nonfinite: Tensor | None = None
         # syre.enabled=false is the same update with the anchor at 0 (σ0 = 0, D = I, same mode):
         # a fair off arm differs from SyRe in where the decay pulls and in nothing else.
         self.syre: SyRe = self._build_syre()
@@ -368,14 +385,17 @@ class SSLMethod(pl.LightningModule):
         if fixed:
             groups = split_fixed_lr(groups, fixed)
         lr = self.learning_rate()
+        kernels = optimizer_kernels(str(getattr(opt, "implementation", "auto")))
         if opt.name == "sgd":
-            optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=opt.momentum)
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                groups, lr=lr, momentum=opt.momentum, **kernels
+            )
         elif opt.name == "lars":
             # lightly's LARS skips the trust ratio for weight_decay=0 groups, which SyRe's are:
             # SyReLARS scales them, with SyRe's (coupled) pull in the ratio.
             optimizer = SyReLARS(groups, syre=self.syre, lr=lr, momentum=opt.momentum)
         else:
-            optimizer = torch.optim.AdamW(groups, lr=lr)
+            optimizer = torch.optim.AdamW(groups, lr=lr, **kernels)
         # A second call (trainer.fit again, or fit after Tuner.lr_find) builds a new optimizer:
         # SyRe moves to it from the previous one.
         self.syre.detach()
@@ -416,14 +436,37 @@ class SSLMethod(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         views = self.views(batch, batch_idx)
         loss = self.training_loss(views)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"training loss became {loss.item()} at step {self.global_step} "
-                f"(epoch {self.current_epoch}); the last good checkpoint is kept; lower "
-                "optimizer.lr or add optimizer.warmup_epochs, then resume=<run dir>"
-            )
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=False)
+        self._watch_finite(loss.detach(), batch_idx)
+        # Not prog_bar: Lightning converts progress-bar values with .item() at every batch,
+        # which waits for the GPU; logged values are converted at logging steps only.
+        self.log("train/loss", loss, on_step=True, on_epoch=True, sync_dist=False)
         return loss
+
+    def _watch_finite(self, loss: Tensor, batch_idx: int) -> None:
+        """Record the first non-finite loss on the device; read it back (a host sync) only at
+        logging steps, at the last step of an epoch and at the last step of the run, before
+        that step's update. So a NaN stops the run within `trainer.log_every_n_steps` steps,
+        the epoch's checkpoint is never written after one, and the last good one is kept."""
+        if self._first_nonfinite is None or self._first_nonfinite.device != loss.device:
+            self._first_nonfinite = torch.full((2,), -1.0, device=loss.device)
+        first = self._first_nonfinite
+        new = ~torch.isfinite(loss) & (first[0] < 0)
+        record = torch.stack([torch.full_like(loss, self.global_step).float(), loss.float()])
+        self._first_nonfinite = torch.where(new, record, first)
+        trainer = self.trainer
+        every = int(trainer.log_every_n_steps)
+        logging = every > 0 and (self.global_step + 1) % every == 0  # as Lightning decides
+        last = batch_idx + 1 >= trainer.num_training_batches
+        final = trainer.max_steps > 0 and self.global_step + 1 >= trainer.max_steps
+        if not (logging or last or final):
+            return
+        step, value = self._first_nonfinite.tolist()
+        if step >= 0:
+            raise NonFiniteLossError(
+                f"training loss became {value} at step {int(step)} (epoch {self.current_epoch}); "
+                "the last good checkpoint is kept; lower optimizer.lr or add "
+                "optimizer.warmup_epochs, then resume=<run dir>"
+            )
 
     def on_train_epoch_end(self) -> None:
         if not self.syre.zero_anchors:

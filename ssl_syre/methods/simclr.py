@@ -1,4 +1,4 @@
-"""SimCLR from lightly's projection head, NT-Xent loss and transform.
+"""SimCLR from lightly's projection head, NT-Xent loss (sync-free in one process) and transform.
 
 - [0] SimCLR, 2020, https://arxiv.org/abs/2002.05709
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from lightly.transforms import SimCLRTransform, SimCLRViewTransform
 from torch import Tensor
@@ -17,6 +16,7 @@ from ssl_syre.config import DataConfig, ranged
 from ssl_syre.data import DataInfo, ssl_transform_kwargs
 from ssl_syre.data.augment import ViewRecipe
 from ssl_syre.methods.base import SSLMethod
+from ssl_syre.methods.losses import NTXentLoss
 
 
 @dataclass

@@ -63,3 +63,26 @@ def test_image_folder_device_path_decodes_to_uint8_in_workers(tmp_path: Path) ->
     assert images.dtype == torch.uint8 and images.shape == (4, 3, 24, 24)
     assert {tuple(size) for size in sizes.tolist()} <= {(30, 20), (17, 41)}
     assert set(labels.tolist()) <= {0, 1}
+
+
+def test_resident_split_serves_the_same_batches_and_never_pins() -> None:
+    cfg = DataConfig(name="digits", batch_size=100, num_workers=0)
+    dataset = build_ssl_dataset(cfg, transform=None, seed=0)
+    reference, sampler = train_loader(dataset, cfg, seed=0, augment_on="device")
+    cfg.on_device = True
+    resident, resident_sampler = train_loader(dataset, cfg, 0, "device", torch.device("cpu"))
+    assert not resident.pin_memory
+    for epoch in (0, 5):
+        sampler.set_epoch(epoch)
+        resident_sampler.set_epoch(epoch)
+        for ours, theirs in zip(resident, reference, strict=True):
+            assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
+
+
+def test_training_device_follows_the_trainer_config() -> None:
+    from ssl_syre.data.loaders import training_device
+
+    assert training_device({"accelerator": "cpu"}) == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert training_device({"accelerator": "auto", "devices": 1}).type == expected
+    assert training_device({"accelerator": "auto", "devices": 2}) == torch.device("cpu")

@@ -48,3 +48,35 @@ def test_fp64_backbone_takes_fp32_images() -> None:
     features = extract_features(method.backbone, eval_loader(data, 3), projector=method.project)
     assert features.by_kind["backbone"].dtype == torch.float32  # stored as fp32 either way
     torch.testing.assert_close(features.by_kind["projector"], reference.by_kind["projector"])
+
+
+def test_uint8_batches_give_the_per_image_loaders_features_bit_for_bit(one_thread) -> None:
+    from ssl_syre.config import DataConfig
+    from ssl_syre.data import build_eval_datasets
+    from ssl_syre.evaluation.features import UInt8Batches, raw_pixels
+    from tests.conftest import build_method
+
+    model, _ = build_method("simclr")
+    train, _ = build_eval_datasets(DataConfig(name="digits", train_subset=300), seed=0)
+    fast, slow = eval_loader(train, 64), eval_loader(train, 64, on_device=False)
+    assert isinstance(fast, UInt8Batches) and not isinstance(slow, UInt8Batches)
+    ours = extract_features(model.backbone, fast, projector=model.project)
+    theirs = extract_features(model.backbone, slow, projector=model.project)
+    assert torch.equal(ours.labels, theirs.labels)
+    for kind in ("backbone", "projector"):
+        assert torch.equal(ours.by_kind[kind], theirs.by_kind[kind]), kind
+    raw, _ = build_eval_datasets(DataConfig(name="digits", train_subset=300), 0, normalize=False)
+    fast_pixels = raw_pixels(eval_loader(raw, 64))
+    slow_pixels = raw_pixels(eval_loader(raw, 64, on_device=False))
+    assert torch.equal(fast_pixels.by_kind["raw_pixels"], slow_pixels.by_kind["raw_pixels"])
+
+
+def test_other_transforms_keep_the_per_image_loader() -> None:
+    from ssl_syre.config import DataConfig
+    from ssl_syre.data import build_ssl_dataset
+    from ssl_syre.evaluation.features import UInt8Batches
+
+    data = TensorDataset(torch.randn(10, 4), torch.zeros(10, dtype=torch.long))
+    assert not isinstance(eval_loader(data, 4), UInt8Batches)
+    views = build_ssl_dataset(DataConfig(name="digits"), transform=lambda image: image, seed=0)
+    assert not isinstance(eval_loader(views, 4), UInt8Batches)
