@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,9 +97,9 @@ class SyReConfig:
     # adamw (AdamW's own decay). See syre_mode() and docs/syre.md.
     mode: str = "auto"
     include_1d: bool = False  # also cover biases and norm weights
-    parts: list[str] = field(
-        default_factory=lambda: ["backbone", "projection_head", "prediction_head"]
-    )
+    # None: every trainable part of the method (its class attribute `parts`, e.g. backbone and
+    # projection_head); a list covers those parts only, the others keep torch's own decay.
+    parts: list[str] | None = None
 
 
 @dataclass
@@ -181,17 +182,21 @@ def _parse_overrides(overrides: list[str]) -> DictConfig:
         raise UserError(f"cannot read overrides: {str(error).splitlines()[0]}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
-    """Merge schema defaults, a YAML file and dotted overrides; validate; return a DictConfig.
+def load_config(
+    path: str | Path | Sequence[str | Path] | None = None, overrides: list[str] | None = None
+) -> DictConfig:
+    """Merge schema defaults, YAML files in order and dotted overrides; validate; return a DictConfig.
+
+    Several files compose: a later file's keys win (`configs/data/cifar10.yaml
+    configs/method/vicreg.yaml`), and the overrides win over every file.
 
     Raises:
         UserError: the file is missing or not YAML, a key is unknown, a value has the wrong
             type, or a name (method, backbone, data set, trainer argument) is unknown.
     """
     schema = OmegaConf.structured(Config)
-    layers = []
-    if path is not None:
-        layers.append(_read_yaml(Path(path)))
+    paths = [path] if isinstance(path, str | Path) else list(path or [])
+    layers = [_read_yaml(Path(p)) for p in paths]
     layers.append(_parse_overrides(list(overrides or [])))
     try:
         cfg = OmegaConf.merge(schema, *layers)
@@ -267,8 +272,7 @@ def validate(cfg: DictConfig) -> None:
             "trust ratio (as with its own weight_decay), which is the coupled form; add "
             "syre.mode=coupled"
         )
-    for part in cfg.syre.parts:
-        _check_choice("syre.parts entry", part, ["backbone", "projection_head", "prediction_head"])
+    check_syre_parts(cfg, METHODS[cfg.method].parts)
     if not timm.is_model(cfg.backbone.name):
         names = timm.list_models()
         raise UserError(
@@ -313,6 +317,25 @@ def validate(cfg: DictConfig) -> None:
         )
     _drop_other_methods_kwargs(cfg, METHODS)
     METHODS[cfg.method].check_kwargs(cfg.method_kwargs)
+
+
+def check_syre_parts(cfg: DictConfig, parts: Sequence[str]) -> None:
+    """syre.parts names only parts the method has, and covers something while SyRe is on."""
+    if cfg.syre.parts is None:
+        return
+    listed = ", ".join(parts)
+    for part in cfg.syre.parts:
+        if part not in parts:
+            raise UserError(
+                f"syre.parts entry '{part}' is not a part of method {cfg.method}"
+                f"{suggest(str(part), list(parts))}; its parts are: {listed} "
+                "(syre.parts=null covers them all)"
+            )
+    if cfg.syre.enabled and not cfg.syre.parts:
+        raise UserError(
+            f"syre.parts is empty, so SyRe covers nothing while syre.enabled=true; name parts of "
+            f"{cfg.method} ({listed}), set syre.parts=null for all, or set syre.enabled=false"
+        )
 
 
 def _matches(value: Any, annotation: Any) -> bool | None:

@@ -25,9 +25,6 @@ from ssl_syre.errors import UserError, suggest
 from ssl_syre.lars import SyReLARS
 from ssl_syre.syre import SyRe, steady_pull, syre_param_groups
 
-# Module attribute names of the parts SyRe may cover (config key syre.parts).
-PARTS = ("backbone", "projection_head", "prediction_head")
-
 
 class CosineSchedule(CosineWarmupScheduler):
     """lightly's cosine schedule whose length comes from this run's config, not a checkpoint.
@@ -55,13 +52,16 @@ class NonFiniteLossError(UserError):
 class SSLMethod(pl.LightningModule):
     """Common machinery of all methods.
 
-    Subclasses set `name` and `Kwargs` (a dataclass of method settings, config key
-    `method_kwargs`) and implement `build_heads`, `training_loss`, `project` and
-    `build_transform`.
+    Subclasses set `name`, `Kwargs` (a dataclass of method settings, config key
+    `method_kwargs`) and `parts`, and implement `build_heads`, `training_loss`, `project`,
+    `build_transform` and `view_recipes`.
     """
 
     name: ClassVar[str]
     Kwargs: ClassVar[type]
+    # Attribute names of the trained modules: the optimizer trains them, SyRe may cover them
+    # (config key syre.parts). Momentum copies and teachers are not parts.
+    parts: ClassVar[tuple[str, ...]] = ("backbone", "projection_head")
 
     def __init__(self, cfg: DictConfig | dict[str, Any], info: DataInfo | dict[str, Any]) -> None:
         super().__init__()
@@ -152,14 +152,14 @@ class SSLMethod(pl.LightningModule):
         return self.backbone(x)
 
     def trainable_parts(self) -> dict[str, nn.Module]:
-        return {part: getattr(self, part) for part in PARTS if hasattr(self, part)}
+        return {part: getattr(self, part) for part in self.parts}
 
     def _build_syre(self) -> SyRe:
         parts = self.trainable_parts()
         named = [
             (f"{part}.{name}", param)
             for part, module in parts.items()
-            if part in self.cfg.syre.parts
+            if self.cfg.syre.parts is None or part in self.cfg.syre.parts
             for name, param in module.named_parameters()
         ]
         syre_cfg = self.cfg.syre

@@ -69,10 +69,11 @@ def test_byol_momentum_copy_is_frozen_and_follows() -> None:
             assert not torch.equal(target_p, old_p)
 
 
-def test_byol_momentum_updates_once_per_optimizer_step_under_accumulation(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
+@pytest.mark.parametrize("method", ["byol", "mocov2"])
+def test_momentum_updates_once_per_optimizer_step_under_accumulation(
+    method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
 ) -> None:
-    from ssl_syre.methods import byol
+    from ssl_syre.methods import momentum
     from tests.conftest import train_in_process
 
     calls: list[int] = []
@@ -81,11 +82,11 @@ def test_byol_momentum_updates_once_per_optimizer_step_under_accumulation(
         calls.append(1)
         return update_momentum(model, model_ema, m)
 
-    update_momentum = byol.update_momentum
-    monkeypatch.setattr(byol, "update_momentum", counting_update)
+    update_momentum = momentum.update_momentum
+    monkeypatch.setattr(momentum, "update_momentum", counting_update)
     run_dir = train_in_process(
         tmp_path,
-        "method=byol",
+        f"method={method}",
         "trainer.accumulate_grad_batches=2",
         "trainer.limit_train_batches=4",
         "eval.online_every_n_epochs=0",
