@@ -200,6 +200,10 @@ def load_config(
     layers.append(_parse_overrides(list(overrides or [])))
     try:
         cfg = OmegaConf.merge(schema, *layers)
+        # The method's own recipe (VICReg: LARS) under the files and overrides, over the schema.
+        recipe = _method_defaults(str(cfg.method), layers)
+        if recipe:
+            cfg = OmegaConf.merge(schema, recipe, *layers)
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as error:
         raise UserError(format_omegaconf_error(error, schema)) from None
@@ -214,6 +218,20 @@ def load_config(
         raise UserError(f"config key '{missing[0]}' needs a value; add {missing[0]}=VALUE")
     validate(cfg)
     return cfg
+
+
+def _method_defaults(method: str, layers: list[DictConfig]) -> dict[str, Any]:
+    """A method's `config_defaults`, less each section whose `name` a file or override sets
+    (a config that picks optimizer.name=sgd gets the schema's SGD lr, not LARS's)."""
+    from ssl_syre.methods import METHODS  # imported here: the registry imports torch
+
+    cls = METHODS.get(method)
+    defaults = dict(cls.config_defaults) if cls is not None else {}
+    return {
+        section: values
+        for section, values in defaults.items()
+        if not any(OmegaConf.select(layer, f"{section}.name") is not None for layer in layers)
+    }
 
 
 def syre_mode(cfg: DictConfig) -> str:

@@ -62,6 +62,9 @@ class SSLMethod(pl.LightningModule):
     # Attribute names of the trained modules: the optimizer trains them, SyRe may cover them
     # (config key syre.parts). Momentum copies and teachers are not parts.
     parts: ClassVar[tuple[str, ...]] = ("backbone", "projection_head")
+    # Config keys of the method's recipe where the schema's defaults do not work for it (VICReg
+    # diverges under SGD): they apply below every config file and override.
+    config_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, cfg: DictConfig | dict[str, Any], info: DataInfo | dict[str, Any]) -> None:
         super().__init__()

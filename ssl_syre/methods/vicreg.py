@@ -41,6 +41,11 @@ class VICReg(SSLMethod):
 
     name = "vicreg"
     Kwargs = VICRegKwargs
+    # lightly's VICReg recipe: under SGD at the schema's lr the loss diverges (lightly's
+    # benchmarks say so too); LARS's per-layer trust ratio keeps the steps in scale.
+    config_defaults = {
+        "optimizer": {"name": "lars", "lr": 0.3, "weight_decay": 1e-4, "warmup_epochs": 1}
+    }
 
     def build_heads(self, feature_dim: int) -> None:
         self.projection_head = VICRegProjectionHead(
