@@ -36,6 +36,44 @@ def test_every_shipped_config_validates(path: str) -> None:
     assert cfg.method in path or Path(path).name == "default.yaml"
 
 
+@pytest.mark.parametrize("method", sorted(str(p) for p in (ROOT / "configs/method").glob("*.yaml")))
+@pytest.mark.parametrize("data", sorted(str(p) for p in (ROOT / "configs/data").glob("*.yaml")))
+def test_data_and_method_files_compose_in_order(data: str, method: str) -> None:
+    cfg = load_config([data, method], ["seed=3"])
+    assert cfg.method == Path(method).stem and cfg.data.name == Path(data).stem
+    assert cfg.backbone.name == "resnet18" and cfg.seed == 3
+    later = load_config([data, method, data], [])  # the later file wins where both set a key
+    assert later.data.cj_strength == cfg.data.cj_strength  # data files leave it to the method
+    assert later.data.batch_size == OmegaConf.load(data).data.batch_size
+
+
+def test_syre_parts_must_be_parts_of_the_method() -> None:
+    message = error_of(overrides=["method=simclr", "syre.parts=[prediction_head]"])
+    assert "'prediction_head' is not a part of method simclr" in message
+    assert "backbone, projection_head" in message
+    assert load_config(None, ["method=byol", "syre.parts=[prediction_head]"]).syre.parts == [
+        "prediction_head"
+    ]
+    message = error_of(overrides=["method=vicreg", "syre.parts=[backbone, projector]"])
+    assert "'projector'" in message and "did you mean 'projection_head'" in message
+
+
+def test_syre_that_covers_nothing_is_refused_while_enabled() -> None:
+    message = error_of(overrides=["syre.parts=[]"])
+    assert "covers nothing" in message and "syre.enabled=false" in message
+    assert load_config(None, ["syre.parts=[]", "syre.enabled=false"]).syre.parts == []
+
+
+def test_a_method_recipe_applies_below_files_and_overrides() -> None:
+    """VICReg brings LARS unless a file or override picks the optimizer."""
+    default = str(ROOT / "configs" / "default.yaml")
+    assert load_config(default, ["method=vicreg"]).optimizer.name == "lars"
+    assert load_config(default, ["method=vicreg", "optimizer.lr=0.1"]).optimizer.lr == 0.1
+    sgd = load_config(default, ["method=vicreg", "optimizer.name=sgd"]).optimizer
+    assert sgd.name == "sgd" and sgd.lr == 0.06 and sgd.warmup_epochs == 0
+    assert load_config(default, ["method=simclr"]).optimizer.name == "sgd"
+
+
 def test_unknown_key_suggests_the_right_one() -> None:
     message = error_of(overrides=["data.batch_sise=3"])
     assert "data.batch_sise" in message and "batch_size" in message
