@@ -147,3 +147,19 @@ def test_ablation_pairs_each_sigma0_with_the_off_cell_of_its_mode(tmp_path: Path
     assert "| simclr | off (toward 0) | coupled toward 0, 0.0006/step | 0,1 | 55.0 ± 7.1 |" in text
     # Paired by seed: +5 and +2 points -> 3.5 ± 2.1, not the 3.5 ± 10 of unpaired means.
     assert "| simclr | coupled | sigma0=0.3 | 0,1 | 3.5 ± 2.1 |" in text
+
+
+def test_ablation_finds_every_method_config_and_resolves_auto_modes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A method joins the table by its benchmarks/configs/<name>.yaml; 'auto' runs it in its
+    recipe's mode (coupled under sgd and lars, decoupled under adamw)."""
+    import ablation
+
+    assert ablation.METHODS[:6] == ("simclr", "byol", "simsiam", "mocov2", "barlowtwins", "vicreg")
+    assert not any(name.startswith("stress_") for name in ablation.METHODS)
+    assert ablation.modes_of("vicreg", ["auto"]) == ["coupled"]  # LARS
+    assert ablation.modes_of("simclr", ["auto", "coupled", "decoupled"]) == ["coupled", "decoupled"]
+    (tmp_path / "adamw_method.yaml").write_text("method: x\noptimizer:\n  name: adamw\n")
+    monkeypatch.setattr(ablation, "CONFIGS", tmp_path)
+    assert ablation.modes_of("adamw_method", ["auto"]) == ["decoupled"]

@@ -43,8 +43,9 @@ def test_syre_covers_configured_parts_only(method: str) -> None:
     assert not any("momentum" in name for name in model.syre.covered_names)
 
 
-def test_byol_momentum_copy_is_frozen_and_follows() -> None:
-    model, _ = build("byol")
+@pytest.mark.parametrize("method", ["byol", "mocov2"])
+def test_momentum_copy_is_frozen_and_follows(method: str) -> None:
+    model, _ = build(method)
     assert not any(p.requires_grad for p in model.backbone_momentum.parameters())
     assert "backbone_momentum" not in model.trainable_parts()
     pairs = [
