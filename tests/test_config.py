@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from omegaconf import OmegaConf
 
 from ssl_syre.config import load_config
 from ssl_syre.errors import UserError
+from ssl_syre.methods import METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,6 +47,16 @@ def test_data_and_method_files_compose_in_order(data: str, method: str) -> None:
     later = load_config([data, method, data], [])  # the later file wins where both set a key
     assert later.data.cj_strength == cfg.data.cj_strength  # data files leave it to the method
     assert later.data.batch_size == OmegaConf.load(data).data.batch_size
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_loads_from_the_quick_start(method: str) -> None:
+    """`python train.py method=M` as a new user types it: the quick start's other method's
+    settings are dropped with a warning, the rest validates."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = load_config(str(ROOT / "configs" / "default.yaml"), [f"method={method}"])
+    assert cfg.method == method and cfg.syre.parts is None
 
 
 def test_syre_parts_must_be_parts_of_the_method() -> None:
