@@ -210,9 +210,12 @@ def load_config(
     # Merging '???' over a default keeps the default, so look for it in the file itself.
     missing = sorted(
         key
-        for layer in layers[:-1]
+        for index, layer in enumerate(layers[:-1])
         for key in OmegaConf.missing_keys(layer)
-        if OmegaConf.select(layers[-1], key, default=None) is None
+        if all(
+            OmegaConf.select(later, key, default=None) in (None, "???")
+            for later in layers[index + 1 :]
+        )
     )
     if missing:
         raise UserError(f"config key '{missing[0]}' needs a value; add {missing[0]}=VALUE")

@@ -179,3 +179,10 @@ def test_another_methods_kwargs_are_dropped_with_a_warning() -> None:
     assert "temperature" not in cfg.method_kwargs
     assert load_config(None, ["method_kwargs.temperature=0.2"]).method_kwargs.temperature == 0.2
     assert "temprature" in error_of(overrides=["method=byol", "method_kwargs.temprature=0.2"])
+
+
+def test_a_later_file_can_fill_an_earlier_files_missing_value(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("data:\n  root: ???\n")
+    (tmp_path / "b.yaml").write_text("data:\n  root: /images\n")
+    assert load_config([tmp_path / "a.yaml", tmp_path / "b.yaml"]).data.root == "/images"
+    assert "data.root" in error_of(str(tmp_path / "a.yaml"))
