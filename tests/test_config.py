@@ -38,6 +38,13 @@ def test_every_shipped_config_validates(path: str) -> None:
     assert cfg.method in path or Path(path).name == "default.yaml"
 
 
+@pytest.mark.parametrize(
+    "path", sorted(str(p) for p in (ROOT / "benchmarks" / "configs").glob("*.yaml"))
+)
+def test_every_benchmark_config_validates(path: str) -> None:
+    assert load_config(path).method in Path(path).stem
+
+
 @pytest.mark.parametrize("method", sorted(str(p) for p in (ROOT / "configs/method").glob("*.yaml")))
 @pytest.mark.parametrize("data", sorted(str(p) for p in (ROOT / "configs/data").glob("*.yaml")))
 def test_data_and_method_files_compose_in_order(data: str, method: str) -> None:
