@@ -166,7 +166,7 @@ class SSLMethod(pl.LightningModule):
             for name, param in module.named_parameters()
         ]
         syre_cfg = self.cfg.syre
-        return SyRe(
+        syre = SyRe(
             self,
             weight_decay=self.decay_strength(),
             sigma0=syre_cfg.sigma0 if syre_cfg.enabled else 0.0,
@@ -177,6 +177,12 @@ class SSLMethod(pl.LightningModule):
             include_1d=syre_cfg.include_1d,
             parameters=named,
         )
+        if syre_cfg.enabled and not syre.covered_names:  # a run labelled SyRe that has none
+            raise UserError(
+                f"syre.parts={list(syre_cfg.parts or self.parts)} covers no weight of {self.name} "
+                "(only 1-D tensors?); add parts, set syre.include_1d=true, or syre.enabled=false"
+            )
+        return syre
 
     def decay_strength(self) -> float:
         """γ of the decay on the covered weights: syre.weight_decay, else optimizer.weight_decay."""

@@ -269,3 +269,23 @@ def test_a_config_saved_before_newer_keys_still_builds_the_model() -> None:
     del saved["syre"]["anchor_scale"], saved["data"]["augment_on"]  # keys of 2026-11-27
     model = METHODS["simclr"](saved, data_info(cfg.data))
     assert model.syre.anchor_scale == "fan_in" and model.cfg.data.augment_on == "device"
+
+
+def test_syre_on_with_nothing_to_cover_is_refused() -> None:
+    """Parts whose weights are all 1-D (left out unless syre.include_1d): SyRe would be off in
+    a run labelled SyRe, so building the model refuses it."""
+    from ssl_syre.errors import UserError
+    from ssl_syre.methods.simclr import SimCLR
+
+    class NormOnly(SimCLR):
+        parts = ("projection_head",)
+
+        def build_heads(self, feature_dim: int) -> None:
+            super().build_heads(feature_dim)
+            self.projection_head = nn.BatchNorm1d(feature_dim)
+
+    _, cfg = build("simclr")
+    with pytest.raises(UserError, match="covers no weight of simclr"):
+        NormOnly(cfg, data_info(cfg.data))
+    cfg.syre.include_1d = True
+    assert NormOnly(cfg, data_info(cfg.data)).syre.covered_names
