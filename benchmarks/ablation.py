@@ -1,4 +1,4 @@
-"""SyRe on/off ablation for SimCLR, BYOL and SimSiam: one train.py run per cell, one table.
+"""SyRe on/off ablation over every method with a benchmarks/configs/<method>.yaml: one table.
 
 Each cell (method, decay mode, sigma0, seed) is one `python train.py
 benchmarks/configs/<method>.yaml syre.mode=... syre.sigma0=... seed=... run_name=...` subprocess
@@ -12,6 +12,7 @@ unless --force, so an interrupted table resumes.
 
 Run:
   python benchmarks/ablation.py                                  # whole table, CPU scale
+  python benchmarks/ablation.py --scale cpu_small --threads 1    # all methods, small protocol
   python benchmarks/ablation.py --sigma0 0.01 0.1 0.3 1.0 --modes coupled   # a sigma0 sweep
   python benchmarks/ablation.py --method simclr --syre on --seed 0   # one cell per mode
   python benchmarks/ablation.py --seeds 0 --max-steps 100        # a reduced budget
@@ -45,13 +46,33 @@ from results_table import (
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "benchmarks" / "configs"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
-METHODS = ("simclr", "byol", "simsiam")
+# The table's rows in this order, then any other method with a config here (a new method
+# joins the study by adding benchmarks/configs/<name>.yaml; stress_*.yaml are not cells).
+ORDER = ("simclr", "byol", "simsiam", "mocov2", "barlowtwins", "vicreg", "dino")
+METHODS = tuple(
+    sorted(
+        (p.stem for p in CONFIGS.glob("*.yaml") if not p.stem.startswith("stress_")),
+        key=lambda name: (ORDER.index(name) if name in ORDER else len(ORDER), name),
+    )
+)
 MODES = ("decoupled", "coupled")  # ssl_syre.syre.MODES; this script runs train.py, imports no torch
 
 # Overrides on top of benchmarks/configs/<method>.yaml for each scale.
 SCALES: dict[str, dict[str, Any]] = {
     # 2 CPU cores: test_resnet, 20k-image subset, 300 steps of batch 256 (~3.8 epochs).
     "cpu": {"max_steps": 300, "overrides": []},
+    # The all-methods table on one busy core: 100 steps of batch 128 on a 5k subset, 2k test
+    # images, a 10-epoch probe. Enough to see a method collapse or not, not to rank methods.
+    "cpu_small": {
+        "max_steps": 100,
+        "overrides": [
+            "data.batch_size=128",
+            "data.train_subset=5000",
+            "data.test_subset=2000",
+            "eval.linear_epochs=10",
+            "data.num_workers=0",
+        ],
+    },
     # One GPU: ResNet-18 with the 3x3 stem, all 60k images, 4680 steps (20 epochs of batch 256).
     "gpu": {
         "max_steps": 4680,
@@ -65,6 +86,24 @@ SCALES: dict[str, dict[str, Any]] = {
         ],
     },
 }
+
+
+def config_mode(method: str) -> str:
+    """syre.mode 'auto' of a method's config: coupled under sgd/lars, decoupled under adamw
+    (ssl_syre.config.syre_mode, read from the YAML without importing torch)."""
+    import yaml
+
+    cfg = yaml.safe_load((CONFIGS / f"{method}.yaml").read_text()) or {}
+    mode = (cfg.get("syre") or {}).get("mode", "auto")
+    if mode != "auto":
+        return mode
+    return "decoupled" if (cfg.get("optimizer") or {}).get("name") == "adamw" else "coupled"
+
+
+def modes_of(method: str, modes: list[str]) -> list[str]:
+    """The cells' modes for a method: 'auto' becomes the method's own convention."""
+    resolved = [config_mode(method) if mode == "auto" else mode for mode in modes]
+    return list(dict.fromkeys(resolved))
 
 
 def run_name(method: str, mode: str, sigma0: float, seed: int, max_steps: int) -> str:
@@ -134,7 +173,7 @@ def collect(args: argparse.Namespace, max_steps: int) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     raw: dict[str, dict[int, float]] = {}
     for method in METHODS:
-        for mode in args.modes:
+        for mode in modes_of(method, args.modes):
             for sigma0 in [0.0, *args.sigma0]:
                 per_seed, decay = {}, "-"
                 pattern = run_name(method, mode, sigma0, 0, max_steps).replace("_seed0_", "_seed*_")
@@ -274,7 +313,12 @@ def main() -> None:
     parser.add_argument("--method", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--syre", choices=["on", "off", "both"], default="both")
     parser.add_argument(
-        "--modes", nargs="+", choices=MODES, default=list(MODES), help="syre.mode of the cells"
+        "--modes",
+        nargs="+",
+        choices=[*MODES, "auto"],
+        default=list(MODES),
+        help="syre.mode of the cells; auto: each method's own (coupled for sgd/lars, "
+        "decoupled for adamw), so every method runs in the mode of its recipe",
     )
     parser.add_argument(
         "--sigma0",
@@ -311,7 +355,7 @@ def main() -> None:
         # Seed-major order: a partial table already covers every method and both SyRe settings.
         for seed in args.seeds:
             for method in args.method:
-                for mode in args.modes:
+                for mode in modes_of(method, args.modes):
                     for sigma0 in sigma0s:
                         run_cell(method, mode, sigma0, seed, args, max_steps)
     if args.dry_run:

@@ -38,7 +38,14 @@ def _check_registry_names(cfg: DictConfig) -> None:
     check_push_settings(cfg)
 
 
+def _method_defaults(method: str) -> dict[str, Any]:
+    from ssl_syre.methods import config_defaults
+
+    return config_defaults(method)
+
+
 config.REGISTRY_CHECKS.append(_check_registry_names)
+config.METHOD_DEFAULTS.append(_method_defaults)
 
 
 def __getattr__(name: str) -> Any:

@@ -6,7 +6,7 @@ import dataclasses
 import inspect
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,9 +161,9 @@ class SyReConfig:
     # default: the timm convention above (>= 2-D weights; include_1d adds biases and norms);
     # conv_linear: every conv and linear weight and bias, no norm layer (the paper's notebook).
     cover: str = "default"
-    parts: list[str] = field(
-        default_factory=lambda: ["backbone", "projection_head", "prediction_head"]
-    )
+    # None: every trainable part of the method (its class attribute `parts`, e.g. backbone and
+    # projection_head); a list covers those parts only, the others keep torch's own decay.
+    parts: list[str] | None = None
 
 
 @dataclass
@@ -311,35 +311,59 @@ def _parse_overrides(overrides: list[str]) -> DictConfig:
         raise UserError(f"cannot read overrides: {str(error).splitlines()[0]}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
-    """Merge schema defaults, a YAML file and dotted overrides; validate; return a DictConfig.
+def load_config(
+    path: str | Path | Sequence[str | Path] | None = None, overrides: list[str] | None = None
+) -> DictConfig:
+    """Merge schema defaults, YAML files in order and dotted overrides; validate; return a DictConfig.
+
+    Several files compose: a later file's keys win (`configs/data/cifar10.yaml
+    configs/method/vicreg.yaml`), and the overrides win over every file.
 
     Raises:
         UserError: the file is missing or not YAML, a key is unknown, a value has the wrong
             type, or a name (method, backbone, data set, trainer argument) is unknown.
     """
     schema = OmegaConf.structured(Config)
-    layers = []
-    if path is not None:
-        layers.append(_read_yaml(Path(path)))
+    paths = [path] if isinstance(path, str | Path) else list(path or [])
+    layers = [_read_yaml(Path(p)) for p in paths]
     layers.append(_parse_overrides(list(overrides or [])))
     layers = [export_as_section(layer) for layer in layers]
     try:
         cfg = OmegaConf.merge(schema, *layers)
+        # The method's own recipe (VICReg: LARS) under the files and overrides, over the schema.
+        recipe = _method_defaults(str(cfg.method), layers)
+        if recipe:
+            cfg = OmegaConf.merge(schema, recipe, *layers)
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as error:
         raise UserError(format_omegaconf_error(error, schema)) from None
     # Merging '???' over a default keeps the default, so look for it in the file itself.
     missing = sorted(
         key
-        for layer in layers[:-1]
+        for index, layer in enumerate(layers[:-1])
         for key in OmegaConf.missing_keys(layer)
-        if OmegaConf.select(layers[-1], key, default=None) is None
+        if all(
+            OmegaConf.select(later, key, default=None) in (None, "???")
+            for later in layers[index + 1 :]
+        )
     )
     if missing:
         raise UserError(f"config key '{missing[0]}' needs a value; add {missing[0]}=VALUE")
     validate(cfg)
     return cfg
+
+
+def _method_defaults(method: str, layers: list[DictConfig]) -> dict[str, Any]:
+    """A method's `config_defaults`, less each section whose `name` a file or override sets
+    (a config that picks optimizer.name=sgd gets the schema's SGD lr, not LARS's)."""
+    defaults: dict[str, Any] = {}
+    for hook in METHOD_DEFAULTS:
+        defaults.update(hook(method))
+    return {
+        section: values
+        for section, values in defaults.items()
+        if not any(OmegaConf.select(layer, f"{section}.name") is not None for layer in layers)
+    }
 
 
 def syre_mode(cfg: DictConfig) -> str:
@@ -377,6 +401,9 @@ def _check_choice(key: str, value: str, choices: list[str]) -> None:
 # validate. ssl_syre/__init__.py adds them, so that this module, which data/ and methods/ import,
 # imports no registry (imports point down).
 REGISTRY_CHECKS: list[Callable[[DictConfig], None]] = []
+# A method's own config defaults (`SSLMethod.config_defaults`) by method name, from the registry,
+# wired the same way.
+METHOD_DEFAULTS: list[Callable[[str], dict[str, Any]]] = []
 
 
 def validate(cfg: DictConfig) -> None:
@@ -416,8 +443,6 @@ def validate(cfg: DictConfig) -> None:
             "trust ratio (as with its own weight_decay), which is the coupled form; add "
             "syre.mode=coupled"
         )
-    for part in cfg.syre.parts:
-        _check_choice("syre.parts entry", part, ["backbone", "projection_head", "prediction_head"])
     if not timm.is_model(cfg.backbone.name):
         names = timm.list_models()
         raise UserError(
@@ -488,6 +513,25 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(
             f"config key 'optimizer.warmup_epochs' ({cfg.optimizer.warmup_epochs}) must be at "
             f"most trainer.max_epochs ({max_epochs}); lower it or train longer"
+        )
+
+
+def check_syre_parts(cfg: DictConfig, parts: Sequence[str]) -> None:
+    """syre.parts names only parts the method has, and covers something while SyRe is on."""
+    if cfg.syre.parts is None:
+        return
+    listed = ", ".join(parts)
+    for part in cfg.syre.parts:
+        if part not in parts:
+            raise UserError(
+                f"syre.parts entry '{part}' is not a part of method {cfg.method}"
+                f"{suggest(str(part), list(parts))}; its parts are: {listed} "
+                "(syre.parts=null covers them all)"
+            )
+    if cfg.syre.enabled and not cfg.syre.parts:
+        raise UserError(
+            f"syre.parts is empty, so SyRe covers nothing while syre.enabled=true; name parts of "
+            f"{cfg.method} ({listed}), set syre.parts=null for all, or set syre.enabled=false"
         )
 
 

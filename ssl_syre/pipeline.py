@@ -71,18 +71,13 @@ from ssl_syre.run_dir import (
 SIXTEEN_BIT_WEIGHTS = ("16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
 
 
-def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
-    """Split `[CONFIG.yaml] [key=value ...]` into the config path and the overrides.
+def parse_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split `[CONFIG.yaml ...] [key=value ...]` into the config paths and the overrides.
 
-    The config file may stand anywhere among the overrides; it is the one word without '='.
+    Config files are the words without '=', merged in the order given (a later file's keys
+    win); they may stand anywhere among the overrides, which win over every file.
     """
-    paths = [arg for arg in argv if "=" not in arg]
-    if len(paths) > 1:
-        raise UserError(
-            f"expected at most one config file, got {', '.join(paths)}; "
-            "overrides look like dotted.key=value"
-        )
-    return (paths[0] if paths else None), [arg for arg in argv if "=" in arg]
+    return [arg for arg in argv if "=" not in arg], [arg for arg in argv if "=" in arg]
 
 
 class DeferredTransform:
@@ -476,8 +471,8 @@ def main(argv: list[str]) -> Path | None:
 
         print(train_help())
         return None
-    path, overrides = parse_args(argv)
-    if path is None and DEFAULT_CONFIG.is_file():
-        path = str(DEFAULT_CONFIG)
-    cfg = load_config(path, overrides)
+    paths, overrides = parse_args(argv)
+    if not paths and DEFAULT_CONFIG.is_file():
+        paths = [str(DEFAULT_CONFIG)]
+    cfg = load_config(paths, overrides)
     return train(cfg)

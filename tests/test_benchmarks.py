@@ -210,3 +210,19 @@ def test_gpu_check_smoke_runs_every_phase_on_the_cpu(tmp_path: Path) -> None:
     accuracy = json.loads((tmp_path / "step_accuracy.json").read_text())["accuracy"]
     assert set(accuracy["fast"]["knn_top1"]) == {"raw_pixels", "backbone"}
     assert "side by side" in summary and "x today" in summary
+
+
+def test_ablation_finds_every_method_config_and_resolves_auto_modes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A method joins the table by its benchmarks/configs/<name>.yaml; 'auto' runs it in its
+    recipe's mode (coupled under sgd and lars, decoupled under adamw)."""
+    import ablation
+
+    assert ablation.METHODS[:6] == ("simclr", "byol", "simsiam", "mocov2", "barlowtwins", "vicreg")
+    assert not any(name.startswith("stress_") for name in ablation.METHODS)
+    assert ablation.modes_of("vicreg", ["auto"]) == ["coupled"]  # LARS
+    assert ablation.modes_of("simclr", ["auto", "coupled", "decoupled"]) == ["coupled", "decoupled"]
+    (tmp_path / "adamw_method.yaml").write_text("method: x\noptimizer:\n  name: adamw\n")
+    monkeypatch.setattr(ablation, "CONFIGS", tmp_path)
+    assert ablation.modes_of("adamw_method", ["auto"]) == ["decoupled"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from omegaconf import OmegaConf
 
 from ssl_syre.config import check_ranges, load_config, ranged
 from ssl_syre.errors import UserError
+from ssl_syre.methods import METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,6 +37,61 @@ def test_every_shipped_config_validates(path: str) -> None:
     overrides = ["data.root=/some/folder"] if "imagefolder" in path else []
     cfg = load_config(path, overrides)
     assert cfg.method in path or Path(path).name == "default.yaml"
+
+
+@pytest.mark.parametrize(
+    "path", sorted(str(p) for p in (ROOT / "benchmarks" / "configs").glob("*.yaml"))
+)
+def test_every_benchmark_config_validates(path: str) -> None:
+    assert load_config(path).method in Path(path).stem
+
+
+@pytest.mark.parametrize("method", sorted(str(p) for p in (ROOT / "configs/method").glob("*.yaml")))
+@pytest.mark.parametrize("data", sorted(str(p) for p in (ROOT / "configs/data").glob("*.yaml")))
+def test_data_and_method_files_compose_in_order(data: str, method: str) -> None:
+    cfg = load_config([data, method], ["seed=3"])
+    assert cfg.method == Path(method).stem and cfg.data.name == Path(data).stem
+    assert cfg.backbone.name == "resnet18" and cfg.seed == 3
+    later = load_config([data, method, data], [])  # the later file wins where both set a key
+    assert later.data.cj_strength == cfg.data.cj_strength  # data files leave it to the method
+    assert later.data.batch_size == OmegaConf.load(data).data.batch_size
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_loads_from_the_quick_start(method: str) -> None:
+    """`python train.py method=M` as a new user types it: the quick start's other method's
+    settings are dropped with a warning, the rest validates."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = load_config(str(ROOT / "configs" / "default.yaml"), [f"method={method}"])
+    assert cfg.method == method and cfg.syre.parts is None
+
+
+def test_syre_parts_must_be_parts_of_the_method() -> None:
+    message = error_of(overrides=["method=simclr", "syre.parts=[prediction_head]"])
+    assert "'prediction_head' is not a part of method simclr" in message
+    assert "backbone, projection_head" in message
+    assert load_config(None, ["method=byol", "syre.parts=[prediction_head]"]).syre.parts == [
+        "prediction_head"
+    ]
+    message = error_of(overrides=["method=vicreg", "syre.parts=[backbone, projector]"])
+    assert "'projector'" in message and "did you mean 'projection_head'" in message
+
+
+def test_syre_that_covers_nothing_is_refused_while_enabled() -> None:
+    message = error_of(overrides=["syre.parts=[]"])
+    assert "covers nothing" in message and "syre.enabled=false" in message
+    assert load_config(None, ["syre.parts=[]", "syre.enabled=false"]).syre.parts == []
+
+
+def test_a_method_recipe_applies_below_files_and_overrides() -> None:
+    """VICReg brings LARS unless a file or override picks the optimizer."""
+    default = str(ROOT / "configs" / "default.yaml")
+    assert load_config(default, ["method=vicreg"]).optimizer.name == "lars"
+    assert load_config(default, ["method=vicreg", "optimizer.lr=0.1"]).optimizer.lr == 0.1
+    sgd = load_config(default, ["method=vicreg", "optimizer.name=sgd"]).optimizer
+    assert sgd.name == "sgd" and sgd.lr == 0.06 and sgd.warmup_epochs == 0
+    assert load_config(default, ["method=simclr"]).optimizer.name == "sgd"
 
 
 def test_unknown_key_suggests_the_right_one() -> None:
@@ -235,3 +292,10 @@ def test_speed_switches_are_checked() -> None:
     cfg = load_config(None, [])
     assert not cfg.backbone.compile and not cfg.data.on_device and cfg.eval.on_device
     assert cfg.optimizer.implementation == "auto" and cfg.checkpoint_every_n_epochs == 1
+
+
+def test_a_later_file_can_fill_an_earlier_files_missing_value(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("data:\n  root: ???\n")
+    (tmp_path / "b.yaml").write_text("data:\n  root: /images\n")
+    assert load_config([tmp_path / "a.yaml", tmp_path / "b.yaml"]).data.root == "/images"
+    assert "data.root" in error_of(str(tmp_path / "a.yaml"))

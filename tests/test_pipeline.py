@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from ssl_syre.evaluation.knn import knn_classify
+from ssl_syre.methods import METHODS
 from tests.conftest import ROOT, run_train, train_in_process
 
 pytestmark = pytest.mark.slow
@@ -49,7 +50,7 @@ def check_run_dir(run_dir: Path, labelled: bool = True) -> dict:
     return metrics
 
 
-@pytest.mark.parametrize("method", ["simclr", "byol", "simsiam"])
+@pytest.mark.parametrize("method", ["simclr", "byol", "simsiam", "mocov2", "barlowtwins", "vicreg"])
 def test_each_method_trains_on_fashion_mnist_from_its_config(
     method: str, tiny: list[str], tmp_path: Path
 ) -> None:
@@ -263,17 +264,23 @@ def test_quick_start_config_is_the_default(monkeypatch: pytest.MonkeyPatch) -> N
     assert f"{steps} training steps of batch {cfg.data.batch_size}" in readme
 
 
-@pytest.mark.parametrize("mode", ["decoupled", "coupled"])
+@pytest.mark.parametrize(
+    "method, mode",
+    [("simclr", "decoupled")] + [(name, "coupled") for name in sorted(METHODS)],
+)
 def test_syre_off_equals_syre_with_sigma0_zero_bit_for_bit(
-    tmp_path: Path, mode: str, one_thread: None
+    tmp_path: Path, method: str, mode: str, one_thread: None
 ) -> None:
-    """The off arm differs from SyRe only in the anchor: at σ0 = 0 the two runs are one run."""
+    """The off arm differs from SyRe only in the anchor: at σ0 = 0 the two runs are one run,
+    for every method (momentum copies and queues included)."""
     import torch
 
     from tests.conftest import train_in_process
 
     quick = [
+        f"method={method}",
         f"syre.mode={mode}",
+        "trainer.limit_train_batches=2",
         "optimizer.weight_decay=0.05",  # strong enough that a missing decay shows in the bits
         "eval.online_every_n_epochs=0",
         "eval.linear_probe=false",

@@ -81,28 +81,36 @@ class ViewRecipe:
     max_scale: float = 1.0
     # Resampling of the crop: "bilinear" (torchvision's default) or "bicubic" (DINO's views).
     interpolation: str = "bilinear"
+    # VICReg's views solarize before they blur, BYOL's after: the order of lightly's Compose.
+    solarize_before_blur: bool = False
 
     @classmethod
-    def from_lightly(cls, view_transform: type, **kwargs: Any) -> ViewRecipe:
+    def from_lightly(
+        cls, view_transform: type, defaults_from: type | None = None, **kwargs: Any
+    ) -> ViewRecipe:
         """The recipe of `view_transform(**kwargs)`: lightly's defaults, then `kwargs`.
 
         DINO's view transform names its crop `crop_size` and `crop_scale` (min, max), read as
         `input_size`, `min_scale` and `max_scale`; the crop's interpolation, which no lightly
         transform takes as a setting, is read from the built transform.
 
+        `defaults_from` is a multi-view transform whose own defaults replace the view
+        transform's (MoCoV2Transform builds SimCLRViewTransform with other jitter and crop
+        settings; VICRegTransform passes sigmas its view transform does not default to).
+
         Raises:
             ValueError: a setting the device path does not implement (random rotation).
         """
-        signature = inspect.signature(view_transform.__init__)
-        settings = {
-            name: parameter.default
-            for name, parameter in signature.parameters.items()
-            if parameter.default is not inspect.Parameter.empty
-        }
+        settings = _defaults(view_transform)
         unknown = set(kwargs) - set(settings)
         if unknown:
             raise ValueError(f"{view_transform.__name__} has no setting {sorted(unknown)}")
+        if defaults_from is not None:
+            shared = _defaults(defaults_from).items()
+            settings.update({name: value for name, value in shared if name in settings})
         settings.update(kwargs)
+        if "solarize_prob" in settings:  # VICReg's name for BYOL's solarization_prob
+            settings["solarization_prob"] = settings.pop("solarize_prob")
         if settings.pop("rr_prob", 0.0):
             raise ValueError("random rotation (rr_prob > 0) is not implemented on the device path")
         settings.pop("rr_degrees", None)
@@ -122,6 +130,7 @@ class ViewRecipe:
         if normalize:
             recipe["mean"] = tuple(float(m) for m in normalize["mean"])
             recipe["std"] = tuple(float(s) for s in normalize["std"])
+        recipe["solarize_before_blur"] = _solarizes_before_blur(view_transform)
         return cls(**recipe)
 
 
@@ -134,6 +143,26 @@ def _crop_interpolation(view_transform: Any) -> str:
                 raise ValueError(f"{name} interpolation is not implemented on the device path")
             return name
     return "bilinear"
+
+
+def _defaults(transform: type) -> dict[str, Any]:
+    """The keyword defaults of a lightly transform's constructor."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(transform.__init__).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+
+
+def _solarizes_before_blur(view_transform: type) -> bool:
+    """Whether lightly's view transform solarizes before it blurs, read from its Compose."""
+    from lightly.transforms.gaussian_blur import GaussianBlur
+    from lightly.transforms.solarize import RandomSolarization
+
+    steps = [type(step) for step in view_transform().transform.transforms]
+    if GaussianBlur not in steps or RandomSolarization not in steps:
+        return False
+    return steps.index(RandomSolarization) < steps.index(GaussianBlur)
 
 
 def augment_seed(seed: int, epoch: int, rank: int, batch_index: int) -> int:
@@ -522,13 +551,16 @@ class BatchAugment(nn.Module):
             grey = _grey(x).expand(-1, 3, -1, -1)
             x = torch.where((u[:, 7] < recipe.random_gray_scale).view(-1, 1, 1, 1), grey, x)
 
+        solarize = (u[:, 10] < recipe.solarization_prob).view(-1, 1, 1, 1)
+        if recipe.solarize_before_blur and recipe.solarization_prob > 0:
+            x = torch.where(solarize & (x >= SOLARIZE_THRESHOLD), 1.0 - x, x)
+
         if recipe.gaussian_blur > 0:
             low, high = recipe.sigmas
             sigma = low + (high - low) * u[:, 9]
             x = gaussian_blur(x, u[:, 8] < recipe.gaussian_blur, sigma, largest=high)
 
-        if recipe.solarization_prob > 0:
-            solarize = (u[:, 10] < recipe.solarization_prob).view(-1, 1, 1, 1)
+        if not recipe.solarize_before_blur and recipe.solarization_prob > 0:
             x = torch.where(solarize & (x >= SOLARIZE_THRESHOLD), 1.0 - x, x)
 
         if recipe.mean is not None:

@@ -5,14 +5,21 @@ import warnings
 
 from omegaconf import DictConfig
 
+from ssl_syre.config import check_syre_parts
 from ssl_syre.errors import check_choice
+from ssl_syre.methods.barlowtwins import BarlowTwins
 from ssl_syre.methods.base import SSLMethod
 from ssl_syre.methods.byol import BYOL
 from ssl_syre.methods.dino import DINO
+from ssl_syre.methods.mocov2 import MoCoV2
+from ssl_syre.methods.momentum import MomentumMethod
 from ssl_syre.methods.simclr import SimCLR
 from ssl_syre.methods.simsiam import SimSiam
+from ssl_syre.methods.vicreg import VICReg
 
-METHODS: dict[str, type[SSLMethod]] = {cls.name: cls for cls in (SimCLR, BYOL, SimSiam, DINO)}
+METHODS: dict[str, type[SSLMethod]] = {
+    cls.name: cls for cls in (SimCLR, BYOL, SimSiam, MoCoV2, BarlowTwins, VICReg, DINO)
+}
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -40,6 +47,26 @@ def check_config(cfg: DictConfig) -> None:
         )
         del cfg.method_kwargs[key]
     METHODS[cfg.method].check_kwargs(cfg.method_kwargs)
+    check_syre_parts(cfg, METHODS[cfg.method].parts)
 
 
-__all__ = ["METHODS", "SSLMethod", "SimCLR", "BYOL", "SimSiam", "DINO", "check_config"]
+def config_defaults(method: str) -> dict:
+    """The method's own config defaults (VICReg: LARS), for ssl_syre.config.load_config."""
+    cls = METHODS.get(method)
+    return dict(cls.config_defaults) if cls is not None else {}
+
+
+__all__ = [
+    "METHODS",
+    "BYOL",
+    "DINO",
+    "BarlowTwins",
+    "MoCoV2",
+    "MomentumMethod",
+    "SSLMethod",
+    "SimCLR",
+    "SimSiam",
+    "VICReg",
+    "check_config",
+    "config_defaults",
+]

@@ -25,9 +25,6 @@ from ssl_syre.errors import UserError, suggest
 from ssl_syre.lars import SyReLARS
 from ssl_syre.syre import SyRe, steady_pull, syre_param_groups
 
-# Module attribute names of the parts SyRe may cover (config key syre.parts).
-PARTS = ("backbone", "projection_head", "prediction_head")
-
 
 class CosineSchedule(CosineWarmupScheduler):
     """lightly's cosine schedule whose length and peak lr come from this run's config, not a
@@ -111,9 +108,9 @@ class NonFiniteLossError(UserError):
 class SSLMethod(pl.LightningModule):
     """Common machinery of all methods.
 
-    Subclasses set `name` and `Kwargs` (a dataclass of method settings, config key
-    `method_kwargs`) and implement `build_heads`, `training_loss`, `project` and
-    `build_transform`.
+    Subclasses set `name`, `Kwargs` (a dataclass of method settings, config key
+    `method_kwargs`) and `parts`, and implement `build_heads`, `training_loss`, `project`,
+    `build_transform` and `view_recipes`.
 
     `check_kwargs` checks each setting's type (from its annotation, by OmegaConf) and range
     (from `ssl_syre.config.ranged`) before anything is built, so a new method gets one-line
@@ -128,6 +125,12 @@ class SSLMethod(pl.LightningModule):
 
     name: ClassVar[str]
     Kwargs: ClassVar[type]
+    # Attribute names of the trained modules: the optimizer trains them, SyRe may cover them
+    # (config key syre.parts). Momentum copies and teachers are not parts.
+    parts: ClassVar[tuple[str, ...]] = ("backbone", "projection_head")
+    # Config keys of the method's recipe where the schema's defaults do not work for it (VICReg
+    # diverges under SGD): they apply below every config file and override.
+    config_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, cfg: DictConfig | dict[str, Any], info: DataInfo | dict[str, Any]) -> None:
         super().__init__()
@@ -246,14 +249,14 @@ class SSLMethod(pl.LightningModule):
         return self.backbone(x)
 
     def trainable_parts(self) -> dict[str, nn.Module]:
-        return {part: getattr(self, part) for part in PARTS if hasattr(self, part)}
+        return {part: getattr(self, part) for part in self.parts}
 
     def _build_syre(self) -> SyRe:
         parts = self.trainable_parts()
         named = [
             (f"{part}.{name}", param)
             for part, module in parts.items()
-            if part in self.cfg.syre.parts
+            if self.cfg.syre.parts is None or part in self.cfg.syre.parts
             for name, param in module.named_parameters()
         ]
         syre_cfg = self.cfg.syre
@@ -262,7 +265,7 @@ class SSLMethod(pl.LightningModule):
             # The paper's notebook: every conv and linear weight and bias, no norm layer.
             named = [(name, param) for name, param in named if name in conv_linear_names(self)]
             include_1d = True
-        return SyRe(
+        syre = SyRe(
             self,
             weight_decay=self.decay_strength(),
             sigma0=syre_cfg.sigma0 if syre_cfg.enabled else 0.0,
@@ -273,6 +276,12 @@ class SSLMethod(pl.LightningModule):
             include_1d=include_1d,
             parameters=named,
         )
+        if syre_cfg.enabled and not syre.covered_names:  # a run labelled SyRe that has none
+            raise UserError(
+                f"syre.parts={list(syre_cfg.parts or self.parts)} covers no weight of {self.name} "
+                "(only 1-D tensors?); add parts, set syre.include_1d=true, or syre.enabled=false"
+            )
+        return syre
 
     def decay_strength(self) -> float:
         """γ of the decay on the covered weights: syre.weight_decay, else optimizer.weight_decay."""

@@ -38,6 +38,7 @@ class SimSiam(SSLMethod):
 
     name = "simsiam"
     Kwargs = SimSiamKwargs
+    parts = ("backbone", "projection_head", "prediction_head")
 
     def build_heads(self, feature_dim: int) -> None:
         out = self.kwargs.projection_output_dim

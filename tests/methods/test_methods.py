@@ -44,8 +44,9 @@ def test_syre_covers_configured_parts_only(method: str) -> None:
     assert not any("momentum" in name for name in model.syre.covered_names)
 
 
-def test_byol_momentum_copy_is_frozen_and_follows() -> None:
-    model, _ = build("byol")
+@pytest.mark.parametrize("method", ["byol", "mocov2"])
+def test_momentum_copy_is_frozen_and_follows(method: str) -> None:
+    model, _ = build(method)
     assert not any(p.requires_grad for p in model.backbone_momentum.parameters())
     assert "backbone_momentum" not in model.trainable_parts()
     pairs = [
@@ -70,10 +71,11 @@ def test_byol_momentum_copy_is_frozen_and_follows() -> None:
             assert not torch.equal(target_p, old_p)
 
 
-def test_byol_momentum_updates_once_per_optimizer_step_under_accumulation(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
+@pytest.mark.parametrize("method", ["byol", "mocov2"])
+def test_momentum_updates_once_per_optimizer_step_under_accumulation(
+    method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
 ) -> None:
-    from ssl_syre.methods import byol
+    from ssl_syre.methods import momentum
     from tests.conftest import train_in_process
 
     calls: list[int] = []
@@ -82,11 +84,11 @@ def test_byol_momentum_updates_once_per_optimizer_step_under_accumulation(
         calls.append(1)
         return update_momentum(model, model_ema, m)
 
-    update_momentum = byol.update_momentum
-    monkeypatch.setattr(byol, "update_momentum", counting_update)
+    update_momentum = momentum.update_momentum
+    monkeypatch.setattr(momentum, "update_momentum", counting_update)
     run_dir = train_in_process(
         tmp_path,
-        "method=byol",
+        f"method={method}",
         "trainer.accumulate_grad_batches=2",
         "trainer.limit_train_batches=4",
         "eval.online_every_n_epochs=0",
@@ -292,3 +294,23 @@ def test_syre_cover_conv_linear_is_every_conv_and_linear_weight_and_bias() -> No
     assert set(default.syre.covered_names) == {n for n in expected if n.endswith(".weight")}
     with pytest.raises(UserError, match="syre.cover"):
         build_method("simclr", "syre.cover=everything")
+
+
+def test_syre_on_with_nothing_to_cover_is_refused() -> None:
+    """Parts whose weights are all 1-D (left out unless syre.include_1d): SyRe would be off in
+    a run labelled SyRe, so building the model refuses it."""
+    from ssl_syre.errors import UserError
+    from ssl_syre.methods.simclr import SimCLR
+
+    class NormOnly(SimCLR):
+        parts = ("projection_head",)
+
+        def build_heads(self, feature_dim: int) -> None:
+            super().build_heads(feature_dim)
+            self.projection_head = nn.BatchNorm1d(feature_dim)
+
+    _, cfg = build("simclr")
+    with pytest.raises(UserError, match="covers no weight of simclr"):
+        NormOnly(cfg, data_info(cfg.data))
+    cfg.syre.include_1d = True
+    assert NormOnly(cfg, data_info(cfg.data)).syre.covered_names

@@ -1,0 +1,62 @@
+"""Barlow Twins from lightly's projection head and loss, with BYOL's views.
+
+- [0] Barlow Twins, 2021, https://arxiv.org/abs/2103.03230
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lightly.loss import BarlowTwinsLoss
+from lightly.models.modules import BarlowTwinsProjectionHead
+from lightly.transforms import BYOLTransform
+from torch import Tensor
+
+from ssl_syre.config import DataConfig
+from ssl_syre.data import DataInfo
+from ssl_syre.data.augment import ViewRecipe
+from ssl_syre.methods.base import SSLMethod
+from ssl_syre.methods.byol import BYOL
+
+
+@dataclass
+class BarlowTwinsKwargs:
+    projection_hidden_dim: int = 2048
+    projection_output_dim: int = 2048
+    # Weight of the off-diagonal (redundancy) terms against the diagonal (invariance) ones.
+    lambda_param: float = 5e-3
+    gather_distributed: bool = True  # the cross-correlation over all processes' batches
+
+
+class BarlowTwins(SSLMethod):
+    """The cross-correlation of the two views' embeddings is pushed toward the identity [0].
+
+    Its diagonal makes the embedding invariant to the views; its off-diagonal terms
+    (weighted by lambda_param) decorrelate the dimensions, which is what keeps the embedding
+    from collapsing. The views are BYOL's asymmetric pair, as in lightly's benchmarks.
+    """
+
+    name = "barlowtwins"
+    Kwargs = BarlowTwinsKwargs
+
+    def build_heads(self, feature_dim: int) -> None:
+        self.projection_head = BarlowTwinsProjectionHead(
+            feature_dim, self.kwargs.projection_hidden_dim, self.kwargs.projection_output_dim
+        )
+        self.criterion = BarlowTwinsLoss(
+            lambda_param=self.kwargs.lambda_param,
+            gather_distributed=self.kwargs.gather_distributed,
+        )
+
+    def training_loss(self, views: Sequence[Tensor]) -> Tensor:
+        z0, z1 = (self.projection_head(self.backbone(view)) for view in views[:2])
+        return self.criterion(z0, z1)
+
+    @classmethod
+    def build_transform(cls, info: DataInfo, data_cfg: DataConfig) -> BYOLTransform:
+        return BYOL.build_transform(info, data_cfg)
+
+    @classmethod
+    def view_recipes(cls, info: DataInfo, data_cfg: DataConfig) -> list[ViewRecipe]:
+        return BYOL.view_recipes(info, data_cfg)

@@ -1,0 +1,90 @@
+"""MoCo v2 from lightly's projection head, NT-Xent loss with a memory bank, and transform.
+
+- [0] MoCo, 2020, https://arxiv.org/abs/1911.05722
+- [1] MoCo v2, 2020, https://arxiv.org/abs/2003.04297
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from lightly.loss import NTXentLoss
+from lightly.models.modules import MoCoProjectionHead
+from lightly.models.utils import batch_shuffle, batch_unshuffle
+from lightly.transforms import MoCoV2Transform, SimCLRViewTransform
+from lightly.utils import dist
+from torch import Tensor
+
+from ssl_syre.config import DataConfig
+from ssl_syre.data import DataInfo, ssl_transform_kwargs
+from ssl_syre.data.augment import ViewRecipe
+from ssl_syre.methods.momentum import MomentumMethod
+
+
+@dataclass
+class MoCoV2Kwargs:
+    projection_hidden_dim: int = 2048
+    projection_output_dim: int = 128
+    temperature: float = 0.1  # lightly's benchmarks (the paper: 0.2)
+    # Keys of past batches kept as negatives (lightly's memory_bank_size; the paper: 65536).
+    queue_size: int = 4096
+    momentum_start: float = 0.99  # key-encoder momentum, cosine-scheduled to momentum_end
+    momentum_end: float = 1.0
+
+
+class MoCoV2(MomentumMethod):
+    """Contrastive learning against a queue of keys from a momentum encoder [0, 1].
+
+    Each view's query (online network) must pick out the other view's key (momentum copy)
+    among the queued keys of earlier batches. The loss is symmetrized over the two views, as
+    in lightly's benchmarks, so each step enqueues both views' keys. The queue is a
+    non-persistent buffer: a resumed run refills it. The momentum copies are never trained or
+    decayed; they follow the online weights, anchors included.
+    """
+
+    name = "mocov2"
+    Kwargs = MoCoV2Kwargs
+
+    def build_heads(self, feature_dim: int) -> None:
+        out = self.kwargs.projection_output_dim
+        self.projection_head = MoCoProjectionHead(
+            feature_dim, self.kwargs.projection_hidden_dim, out
+        )
+        self.build_momentum_copies()  # backbone_momentum, projection_head_momentum
+        self.criterion = NTXentLoss(
+            temperature=self.kwargs.temperature,
+            memory_bank_size=(self.kwargs.queue_size, out),
+        )
+
+    def keys(self, x: Tensor) -> Tensor:
+        """The momentum encoder's projections, without gradient. Under DDP the batch is
+        shuffled across processes first (shuffling BN), so BatchNorm statistics cannot
+        leak which key belongs to which query."""
+        with torch.no_grad():
+            distributed = dist.world_size() > 1
+            x, shuffle = batch_shuffle(x, distributed=distributed)
+            k = self.projection_head_momentum(self.backbone_momentum(x))
+            return batch_unshuffle(k, shuffle, distributed=distributed)
+
+    def training_loss(self, views: Sequence[Tensor]) -> Tensor:
+        self.update_momentum_copies()
+        x0, x1 = views[:2]
+        q0, q1 = (self.projection_head(self.backbone(x)) for x in (x0, x1))
+        k0, k1 = self.keys(x0), self.keys(x1)
+        return 0.5 * (self.criterion(q0, k1) + self.criterion(q1, k0))
+
+    @classmethod
+    def build_transform(cls, info: DataInfo, data_cfg: DataConfig) -> MoCoV2Transform:
+        return MoCoV2Transform(**ssl_transform_kwargs(info, data_cfg))
+
+    @classmethod
+    def view_recipes(cls, info: DataInfo, data_cfg: DataConfig) -> list[ViewRecipe]:
+        """MoCoV2Transform is SimCLR's view transform with MoCo v2's jitter, crop and blur."""
+        recipe = ViewRecipe.from_lightly(
+            SimCLRViewTransform,
+            defaults_from=MoCoV2Transform,
+            **ssl_transform_kwargs(info, data_cfg),
+        )
+        return [recipe, recipe]

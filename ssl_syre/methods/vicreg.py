@@ -1,0 +1,80 @@
+"""VICReg from lightly's projection head, loss and transform.
+
+- [0] VICReg, 2022, https://arxiv.org/abs/2105.04906
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lightly.loss import VICRegLoss
+from lightly.models.modules.heads import VICRegProjectionHead
+from lightly.transforms import VICRegTransform
+from lightly.transforms.vicreg_transform import VICRegViewTransform
+from torch import Tensor
+
+from ssl_syre.config import DataConfig
+from ssl_syre.data import DataInfo, ssl_transform_kwargs
+from ssl_syre.data.augment import ViewRecipe
+from ssl_syre.methods.base import SSLMethod
+
+
+@dataclass
+class VICRegKwargs:
+    projection_hidden_dim: int = 2048
+    projection_output_dim: int = 2048
+    projection_layers: int = 3
+    lambda_param: float = 25.0  # invariance: mean squared distance of the two views
+    mu_param: float = 25.0  # variance: hinge on each dimension's std over the batch
+    nu_param: float = 1.0  # covariance: squared off-diagonal covariances
+    gather_distributed: bool = True  # variance and covariance over all processes' batches
+
+
+class VICReg(SSLMethod):
+    """Invariance, variance and covariance terms on the two views' embeddings [0].
+
+    The variance term (mu_param) keeps every dimension's std over the batch above 1 and the
+    covariance term (nu_param) decorrelates the dimensions: together they are what keeps the
+    embedding from collapsing, without negatives, predictor or momentum copy.
+    """
+
+    name = "vicreg"
+    Kwargs = VICRegKwargs
+    # lightly's VICReg recipe: under SGD at the schema's lr the loss diverges (lightly's
+    # benchmarks say so too); LARS's per-layer trust ratio keeps the steps in scale.
+    config_defaults = {
+        "optimizer": {"name": "lars", "lr": 0.3, "weight_decay": 1e-4, "warmup_epochs": 1}
+    }
+
+    def build_heads(self, feature_dim: int) -> None:
+        self.projection_head = VICRegProjectionHead(
+            feature_dim,
+            self.kwargs.projection_hidden_dim,
+            self.kwargs.projection_output_dim,
+            num_layers=self.kwargs.projection_layers,
+        )
+        self.criterion = VICRegLoss(
+            lambda_param=self.kwargs.lambda_param,
+            mu_param=self.kwargs.mu_param,
+            nu_param=self.kwargs.nu_param,
+            gather_distributed=self.kwargs.gather_distributed,
+        )
+
+    def training_loss(self, views: Sequence[Tensor]) -> Tensor:
+        z0, z1 = (self.projection_head(self.backbone(view)) for view in views[:2])
+        return self.criterion(z0, z1)
+
+    @classmethod
+    def build_transform(cls, info: DataInfo, data_cfg: DataConfig) -> VICRegTransform:
+        return VICRegTransform(**ssl_transform_kwargs(info, data_cfg))
+
+    @classmethod
+    def view_recipes(cls, info: DataInfo, data_cfg: DataConfig) -> list[ViewRecipe]:
+        """VICRegTransform's settings (its sigmas differ from its view transform's default)."""
+        recipe = ViewRecipe.from_lightly(
+            VICRegViewTransform,
+            defaults_from=VICRegTransform,
+            **ssl_transform_kwargs(info, data_cfg),
+        )
+        return [recipe, recipe]

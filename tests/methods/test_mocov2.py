@@ -1,0 +1,84 @@
+"""MoCo v2: the queue fills with keys and its negatives enter the loss; keys carry no gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.conftest import build_method
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def views(model, count: int = 8, seed: int = 0) -> list[torch.Tensor]:
+    size = model.info.image_size
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(count, 1, size, size, generator=generator) for _ in range(2)]
+
+
+def test_queue_fills_with_both_views_keys() -> None:
+    model, _ = build_method("mocov2", "method_kwargs.queue_size=64")
+    bank = model.criterion.memory_bank
+    assert bank.bank.shape == (64, 16)
+    x0, x1 = views(model)
+    model.training_loss([x0, x1])  # the EMA step comes first, then the keys
+    k0, k1 = (F.normalize(model.keys(x), dim=1) for x in (x0, x1))
+    # Symmetric loss: the keys of view 1 (against queries of view 0), then those of view 0.
+    torch.testing.assert_close(bank.bank[:16], torch.cat([k1, k0]))
+    assert int(bank.bank_ptr) == 16
+
+
+def test_the_loss_is_cross_entropy_against_the_queued_negatives() -> None:
+    """The loss of each query: its key against the queue as it stood (fails if the queue is
+    bypassed for in-batch negatives), and a different queue gives a different loss."""
+    model, _ = build_method("mocov2", "method_kwargs.queue_size=32")
+    model.update_momentum_copies = lambda: model.kwargs.momentum_start  # keep the keys fixed
+    bank = model.criterion.memory_bank
+    x0, x1 = views(model)
+    queue = F.normalize(bank.bank.clone(), dim=1)
+    with torch.no_grad():
+        q0, q1 = (F.normalize(model.projection_head(model.backbone(x)), dim=1) for x in (x0, x1))
+        k0, k1 = (F.normalize(model.keys(x), dim=1) for x in (x0, x1))
+
+    def expected(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        logits = torch.cat([(q * k).sum(1, keepdim=True), q @ negatives.T], dim=1)
+        logits = logits / model.kwargs.temperature
+        return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long))
+
+    loss = model.training_loss([x0, x1])
+    # The second call sees the first call's keys k1 at the head of the queue.
+    second_queue = torch.cat([k1, queue[8:]])
+    reference = 0.5 * (expected(q0, k1, queue) + expected(q1, k0, second_queue))
+    torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-5)
+    refilled = model.training_loss([x0, x1])  # same queries and keys, a queue of their keys
+    assert not torch.allclose(loss, refilled)
+
+
+def test_keys_carry_no_gradient_and_the_copies_stay_out_of_training() -> None:
+    model, _ = build_method("mocov2")
+    x0, x1 = (x.requires_grad_() for x in views(model))
+    assert not model.keys(x0).requires_grad  # the stop-gradient on the key branch
+    model.training_loss([x0, x1]).backward()
+    for part in ("backbone_momentum", "projection_head_momentum"):
+        assert all(p.grad is None for p in getattr(model, part).parameters()), part
+        assert part not in model.trainable_parts()
+    assert not any("momentum" in name for name in model.syre.covered_names)
+
+
+def test_loss_falls_on_a_fixed_batch() -> None:
+    # Seeded: the queue starts random and refills every step, so over 8 steps the loss falls
+    # for most draws of init and queue, not all; the test must not depend on earlier tests.
+    torch.manual_seed(0)
+    model, _ = build_method("mocov2", "method_kwargs.queue_size=16")
+    fixed = views(model, count=16)
+    params = [p for m in model.trainable_parts().values() for p in m.parameters()]
+    optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    losses = []
+    for _ in range(8):
+        optimizer.zero_grad()
+        loss = model.training_loss(fixed)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.1, losses

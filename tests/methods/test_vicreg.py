@@ -1,0 +1,53 @@
+"""VICReg: each weight reaches its term, the loss falls, and the views solarize before blur."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import build_method
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_each_weight_scales_its_own_term() -> None:
+    """Collapsed embeddings (every sample the same vector) have no invariance or covariance
+    term, only the variance hinge, so the loss is linear in mu and blind to lambda and nu;
+    two views that differ add the invariance term, weighted by lambda."""
+    collapsed = torch.ones(32, 16)
+    loss = {}
+    for mu in (1.0, 2.0):
+        model, _ = build_method("vicreg", f"method_kwargs.mu_param={mu}")
+        loss[mu] = model.criterion(collapsed, collapsed).item()
+    assert loss[1.0] > 0.5 and loss[2.0] == pytest.approx(2 * loss[1.0])
+    model, _ = build_method("vicreg", "method_kwargs.mu_param=0", "method_kwargs.nu_param=0")
+    assert model.criterion(collapsed, collapsed).item() == 0.0
+    shifted = collapsed + 0.5
+    model, _ = build_method("vicreg", "method_kwargs.mu_param=0", "method_kwargs.lambda_param=2")
+    assert model.criterion(collapsed, shifted).item() == pytest.approx(2 * 0.25)
+
+
+def test_loss_falls_on_a_fixed_batch() -> None:
+    model, _ = build_method("vicreg")
+    size = model.info.image_size
+    generator = torch.Generator().manual_seed(0)
+    views = [torch.randn(16, 1, size, size, generator=generator) for _ in range(2)]
+    params = [p for m in model.trainable_parts().values() for p in m.parameters()]
+    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    losses = []
+    for _ in range(6):
+        optimizer.zero_grad()
+        loss = model.training_loss(views)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.95 * losses[0], losses
+
+
+def test_recipe_solarizes_before_blur_as_lightly_does() -> None:
+    from ssl_syre.methods import METHODS
+
+    model, cfg = build_method("vicreg", "data.name=stl10")
+    (recipe, other) = METHODS["vicreg"].view_recipes(model.info, cfg.data)
+    assert recipe == other and recipe.solarize_before_blur and recipe.solarization_prob == 0.1
+    assert recipe.sigmas == (0.1, 2.0)  # VICRegTransform's, not its view transform's (0.2, 2)
