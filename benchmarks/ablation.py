@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import common_args  # benchmarks/common_args.py, beside this script
 from results_table import (
     RESULTS_MD,
     cell_numbers,
@@ -308,7 +309,8 @@ def write_results(table: dict[str, Any]) -> None:
     print(f"wrote {RESULTS_DIR / (name + '.json')} and the {name} block of {RESULTS_MD}")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: the cells to run and how to collect them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--syre", choices=["on", "off", "both"], default="both")
@@ -327,26 +329,27 @@ def main() -> None:
         default=[1.0],
         help="sigma0 of the SyRe-on cells (default: the config default)",
     )
-    parser.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0, 1, 2])
+    common_args.add_seeds(parser)
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument("--max-steps", type=int, help="override the scale's step budget")
-    parser.add_argument(
-        "--set", nargs="*", default=[], help="extra train.py overrides (key=value) for every cell"
+    common_args.add_sweep(
+        parser,
+        "ablation",
+        set_help="extra train.py overrides (key=value) for every cell",
+        threads_help="OMP_NUM_THREADS for each cell (default: inherit)",
     )
-    parser.add_argument("--output-dir", default=str(ROOT / "runs" / "ablation"))
-    parser.add_argument(
-        "--threads", type=int, help="OMP_NUM_THREADS for each cell (default: inherit)"
-    )
-    parser.add_argument("--force", action="store_true", help="rerun finished cells")
-    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
-    parser.add_argument("--collect-only", action="store_true", help="only rebuild the table")
+    common_args.add_rerun(parser)
     parser.add_argument(
         "--table-seeds",
         type=int,
         nargs="+",
         help="seeds that the table averages over (default: every finished seed)",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     max_steps = args.max_steps or SCALES[args.scale]["max_steps"]
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     if not args.collect_only:

@@ -27,9 +27,9 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
+import common_args  # benchmarks/common_args.py, beside this script
 import numpy as np
 import torch
 from lightly.transforms import SimCLRTransform
@@ -184,19 +184,24 @@ def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
     return {"samples_images_per_s": samples, "median_images_per_s": medians, "ratios": ratios}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: model, loader, timing budget and the parts and variants to time."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="test_resnet")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--num-workers", type=int, default=2)
+    common_args.add_backbone(parser)
+    common_args.add_loader(parser, batch_size=256, num_workers=2)
     parser.add_argument("--subset", type=int, default=20000)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per run")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per run")
-    parser.add_argument("--repeats", type=int, default=3)
+    common_args.add_steps(parser, 10)
+    common_args.add_warmup(parser, 3)
+    common_args.add_repeats(parser)
     parser.add_argument("--parts", default="augmentation,end_to_end")
     parser.add_argument("--variants", default="workers,device,bare_device")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    common_args.add_threads(parser)
+    common_args.add_out(parser)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if (args.warmup + args.steps) * args.batch_size > args.subset:
         parser.error("warm-up + timed steps must fit in one epoch of --subset images")

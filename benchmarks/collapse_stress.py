@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import common_args  # benchmarks/common_args.py, beside this script
 import torch
 from results_table import (
     RESULTS_MD,
@@ -200,23 +201,26 @@ def paired_lines(rows: dict[str, dict[str, Any]]) -> list[str]:
     return paired_table(title, ["mode", "variant"], pairs, PAIRED_KEYS)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: config, variants, modes, seeds and where runs and tables go."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--config", type=Path, default=ROOT / "benchmarks/configs/stress_simclr.yaml"
     )
     parser.add_argument("--variants", default="off,0.01,0.1", help="off or SIGMA0[:D_EPS], ...")
     parser.add_argument("--modes", default="decoupled,coupled", help="syre.mode values, ...")
-    parser.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0, 1, 2])
+    common_args.add_seeds(parser)
     parser.add_argument("--tag", default="stress_simclr")
-    parser.add_argument("--set", nargs="*", default=[], help="extra train.py overrides")
-    parser.add_argument("--output-dir", default=str(ROOT / "runs" / "collapse_stress"))
-    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for each run")
-    parser.add_argument("--force", action="store_true")
-    parser.add_argument("--collect-only", action="store_true", help="table and plots only")
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--results-md", type=Path, default=RESULTS_MD, help="table goes here")
-    args = parser.parse_args()
+    common_args.add_sweep(parser, "collapse_stress", threads_help="OMP_NUM_THREADS for each run")
+    common_args.add_rerun(
+        parser, force_help=None, collect_help="table and plots only", dry_run=False
+    )
+    common_args.add_results(parser, RESULTS_MD, md_help="table goes here")
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     args.config = args.config.resolve()
     variants = args.variants.split(",")
     modes = args.modes.split(",")

@@ -38,6 +38,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import common_args  # benchmarks/common_args.py, beside this script
 import lightning.pytorch as pl
 import torch
 from lightly.loss import NTXentLoss as LightlyNTXentLoss
@@ -370,18 +371,23 @@ def accuracy(smoke: bool, fashion_mnist: str | None, out_dir: Path) -> dict[str,
     return results
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: phases, data, ladder rungs and the result file."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="CPU, toy sizes: checks the script")
     parser.add_argument("--phases", default=",".join(PHASES))
     parser.add_argument("--fashion-mnist", help="folder with Fashion-MNIST's four .gz files")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
+    common_args.add_threads(parser, help="torch.set_num_threads (CPU)")
     parser.add_argument(
         "--quick-start", action="store_true", help="the quick start's model and batch (CPU)"
     )
     parser.add_argument("--variants", default=",".join(LADDER), help="ladder rungs to run")
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+    common_args.add_out(parser, help=None)
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")

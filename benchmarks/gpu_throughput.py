@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import common_args  # benchmarks/common_args.py, beside this script
 import numpy as np
 import torch
 from timing import ROOT, train_py_run, write_result  # also puts ROOT first on sys.path
@@ -245,19 +246,23 @@ def pipeline_throughput(args: argparse.Namespace, augment_on: str) -> dict[str, 
     }
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: parts, pipeline paths, loader, timing budget and profiles."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="model,augment,pipeline")
     parser.add_argument("--augment-on", default="workers,device", help="pipeline paths to time")
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--num-workers", type=int, default=min(14, os.cpu_count() or 1))
-    parser.add_argument("--warmup", type=int, default=5)
+    common_args.add_loader(parser, batch_size=512, num_workers=min(14, os.cpu_count() or 1))
+    common_args.add_warmup(parser, 5, help=None)
     parser.add_argument("--model-steps", type=int, default=30)
     parser.add_argument("--pipeline-steps", type=int, default=40)
-    parser.add_argument("--out", type=Path)
+    common_args.add_out(parser, help=None)
     parser.add_argument("--profile-dir", type=Path, help="augment part: write a torch profile")
     parser.add_argument("--trainer-profiler", help="pipeline part: trainer.profiler (e.g. simple)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this benchmark needs a GPU")
     torch.backends.cudnn.benchmark = True

@@ -38,6 +38,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import common_args  # benchmarks/common_args.py, beside this script
 import numpy as np
 
 # Runs from a checkout without `pip install -e .`; spawned workers inherit this sys.path.
@@ -92,6 +93,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: the synthetic data, kNN settings, batches and methods to time."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-train", type=int, default=60_000)
     parser.add_argument("--n-test", type=int, default=10_000)
@@ -105,7 +111,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0.12,
         help="norm of the class means relative to the noise, per dimension",
     )
-    parser.add_argument("--batch-size", type=int, default=4096, help="our test-query batch")
+    common_args.add_loader(parser, batch_size=4096, batch_help="our test-query batch")
     parser.add_argument(
         "--lightly-batch",
         type=int,
@@ -114,8 +120,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="write the results as JSON here")
-    return parser.parse_args(argv)
+    common_args.add_out(parser, type=None)
+    return parser
 
 
 def _write_data(data_dir: Path, args: argparse.Namespace) -> None:

@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import common_args  # benchmarks/common_args.py, beside this script
 from results_table import RESULTS_MD, cell_numbers, decay_of, fmt, paired_table, summarize_rows
 from results_table import write_block as write_markdown_block
 
@@ -255,20 +256,20 @@ def markdown(table: dict[str, Any]) -> str:
     return "\n".join(lines + paired_table(title, ["arm"], pairs, PAIRED_KEYS))
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: scale, arms, seeds and where the cells and the table go."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated from {list(ARMS)}")
-    parser.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--set", nargs="*", default=[], help="extra train.py overrides")
-    parser.add_argument("--output-dir", default=str(ROOT / "runs" / "paper_ssl_table"))
-    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for each cell")
-    parser.add_argument("--force", action="store_true", help="rerun finished cells")
-    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
-    parser.add_argument("--collect-only", action="store_true", help="only rebuild the table")
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--results-md", type=Path, default=RESULTS_MD)
-    args = parser.parse_args()
+    common_args.add_seeds(parser)
+    common_args.add_sweep(parser, "paper_ssl_table")
+    common_args.add_rerun(parser)
+    common_args.add_results(parser, RESULTS_MD)
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     args.arms = [arm.strip() for arm in args.arms.split(",") if arm.strip()]
     for arm in args.arms:
         if arm not in ARMS:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import common_args  # benchmarks/common_args.py, beside this script
 import torch
 from lightning.pytorch.profilers import SimpleProfiler
 from timing import ROOT, args_record, train_py_run, write_result  # puts ROOT first on sys.path
@@ -137,19 +138,23 @@ def lightning_profile(args: argparse.Namespace) -> str:
         return reports[0].read_text() if reports else "(SimpleProfiler wrote no report file)"
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: method, model, loader and the number of profiled steps."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", default="simclr")
-    parser.add_argument("--backbone", default="test_resnet")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--num-workers", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=2)
+    common_args.add_backbone(parser)
+    common_args.add_loader(parser, batch_size=256, num_workers=2)
+    common_args.add_steps(parser, 8, help=None)
+    common_args.add_warmup(parser, 2, help=None)
     parser.add_argument("--no-syre", action="store_true")
     parser.add_argument("--skip-lightning", action="store_true")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    args = parser.parse_args()
+    common_args.add_threads(parser)
+    common_args.add_out(parser)
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     phases = manual_timers(args)

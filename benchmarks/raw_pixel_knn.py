@@ -9,6 +9,8 @@ import argparse
 import json
 import sys
 
+import common_args  # benchmarks/common_args.py, beside this script
+
 from ssl_syre.config import load_config
 from ssl_syre.data import build_eval_datasets, data_info
 from ssl_syre.errors import run_cli
@@ -18,11 +20,16 @@ from ssl_syre.evaluation.knn import knn_classify
 PROTOCOLS = [(200, 0.1), (20, 0.1), (10, 0.07)]
 
 
-def main(argv: list[str]) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: config overrides and the result file."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("overrides", nargs="*", help="dotted config keys, e.g. data.name=digits")
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args(argv)
+    common_args.add_out(parser, help=None, type=None)
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
     cfg = load_config(None, args.overrides)
     train, test = build_eval_datasets(cfg.data, cfg.seed, normalize=False)
     bank, queries = raw_pixels(eval_loader(train, 1024)), raw_pixels(eval_loader(test, 1024))

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import common_args  # benchmarks/common_args.py, beside this script
 import timm
 import torch
 from torch import nn
@@ -127,27 +128,31 @@ def measure(args: argparse.Namespace, optimizer_name: str) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: model, batch, timing budget, device and the SyRe settings to time."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet18", help="any timm model name")
-    parser.add_argument("--batch-size", type=int, default=64)
+    common_args.add_loader(parser, batch_size=64)
     parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per run")
+    common_args.add_steps(parser, 30)
     parser.add_argument("--block", type=int, default=1, help="steps per A or B block")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per run")
+    common_args.add_warmup(parser, 3)
     parser.add_argument("--hook-repeats", type=int, default=20)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument(
-        "--threads",
-        type=int,
+    common_args.add_threads(
+        parser,
         default=0,
         help="CPU threads for torch (0: torch's default); 1 avoids OpenMP stalls on a busy machine",
     )
     parser.add_argument("--optimizers", default="sgd,adamw")
     parser.add_argument("--mode", default="decoupled", choices=["decoupled", "coupled"])
     parser.add_argument("--d-eps", type=float, default=0.0)
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    args = parser.parse_args(argv)
+    common_args.add_out(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = build_parser().parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 

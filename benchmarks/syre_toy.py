@@ -92,13 +92,18 @@ def run_toy(
     return {"loss": final, "rank": rank, "spread": spread}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: steps, decay strength, anchor scale and seed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--weight-decay", type=float, default=1e-2)
     parser.add_argument("--sigma0", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     # Tensors of a few thousand values: thread hand-offs cost more than the math.
     torch.set_num_threads(1)
     print(f"{'decay':<12} {'final loss':>12} {'rank W1':>8} {'neuron spread':>14}")

@@ -23,6 +23,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import common_args  # benchmarks/common_args.py, beside this script
 import numpy as np
 import timm
 import torch
@@ -143,21 +144,26 @@ def ours(args: argparse.Namespace, syre: bool) -> float:
     return timer.images_per_second(args.batch_size)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: model, loader, recipe, timing budget and the variants to time."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="test_resnet")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--num-workers", type=int, default=2)
+    common_args.add_backbone(parser)
+    common_args.add_loader(parser, batch_size=256, num_workers=2)
     parser.add_argument("--hidden-dim", type=int, default=512)
     parser.add_argument("--output-dim", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.06, help="x batch/128, as lightly's recipe")
     parser.add_argument("--subset", type=int, default=20000, help="training images")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per run")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per run")
-    parser.add_argument("--repeats", type=int, default=3)
+    common_args.add_steps(parser, 10)
+    common_args.add_warmup(parser, 3)
+    common_args.add_repeats(parser)
     parser.add_argument("--variants", default="bare_lightly,ours_syre_off,ours_syre_on")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    common_args.add_threads(parser)
+    common_args.add_out(parser)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if (args.warmup + args.steps) * args.batch_size > args.subset:
         parser.error("warm-up + timed steps must fit in one epoch of --subset images")

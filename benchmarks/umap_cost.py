@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import common_args  # benchmarks/common_args.py, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -63,16 +65,21 @@ def measure(points: int, arrays: Path, out_png: Path) -> dict:
     }
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: point counts, the backbone export and where records go."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, nargs="+", default=[2000, 5000, 10000])
     parser.add_argument("--export", default=None, help="an export directory (trained backbone)")
-    parser.add_argument("--out", default=None, help="write the records as JSON here")
+    common_args.add_out(parser, help="write the records as JSON here", type=None)
     parser.add_argument("--png", default=None, help="where the one measurement writes umap.png")
     parser.add_argument("--cache", default=None, help="reuse this numba cache (warm runs only)")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--arrays", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.one is not None:  # the child process: one measurement, printed as JSON
         png = Path(args.png or tempfile.mkdtemp()) / "umap.png"
         print(json.dumps(measure(args.one, Path(args.arrays), png)))

@@ -1,12 +1,18 @@
-"""The benchmark scripts' own logic: RESULTS.md blocks, collapse-study variants, one tiny sweep."""
+"""The benchmark scripts' own logic: RESULTS.md blocks, collapse-study variants, one tiny sweep,
+and their command lines (options unchanged, every documented command accepted)."""
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -226,3 +232,107 @@ def test_ablation_finds_every_method_config_and_resolves_auto_modes(
     (tmp_path / "adamw_method.yaml").write_text("method: x\noptimizer:\n  name: adamw\n")
     monkeypatch.setattr(ablation, "CONFIGS", tmp_path)
     assert ablation.modes_of("adamw_method", ["auto"]) == ["decoupled"]
+
+
+# Each script's command line, as `--help` shows it (flags, dest, default, type, nargs, choices,
+# help), recorded from the scripts before their common options moved to common_args.py. A
+# deliberate change to an option updates this file; an accidental one fails here.
+PARSERS = json.loads((ROOT / "tests" / "benchmark_parsers.json").read_text())
+# Defaults that depend on the machine or on the configs folder: the golden file names them.
+DYNAMIC = {
+    ("gpu_throughput", "num_workers", "default"): "min(14, os.cpu_count())",
+    ("ablation", "method", "default"): "ablation.METHODS",
+    ("ablation", "method", "choices"): "ablation.METHODS",
+}
+
+
+def _describe(parser: argparse.ArgumentParser, script: str) -> dict[str, Any]:
+    """The parser as plain JSON values, with this checkout's root written as <ROOT>."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Path | str):
+            return str(value).replace(str(ROOT), "<ROOT>")
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return value
+
+    actions = []
+    for action in parser._actions:
+        row = {
+            "option_strings": action.option_strings,
+            "dest": action.dest,
+            "default": plain(action.default),
+            "type": getattr(action.type, "__name__", None),
+            "nargs": action.nargs,
+            "choices": plain(action.choices),
+            "help": action.help,
+            "action": type(action).__name__,
+            "required": action.required,
+        }
+        for (name, dest, key), marker in DYNAMIC.items():
+            if name == script and dest == action.dest:
+                row[key] = marker
+        actions.append(row)
+    return {"description": parser.description, "actions": actions}
+
+
+@pytest.mark.parametrize("script", sorted(PARSERS))
+def test_benchmark_parser_keeps_its_options_and_defaults(script: str) -> None:
+    module = importlib.import_module(script)
+    assert _describe(module.build_parser(), script) == PARSERS[script]
+
+
+def test_dynamic_parser_defaults_are_what_the_golden_file_names() -> None:
+    import ablation
+    import gpu_throughput
+
+    (method,) = [a for a in ablation.build_parser()._actions if a.dest == "method"]
+    assert method.default == list(ablation.METHODS) and method.choices == ablation.METHODS
+    (workers,) = [a for a in gpu_throughput.build_parser()._actions if a.dest == "num_workers"]
+    assert workers.default == min(14, os.cpu_count() or 1)
+
+
+def _documented_commands() -> list[tuple[str, list[str]]]:
+    """Every `python benchmarks/NAME.py ...` in RESULTS.md, README.md and docs/: (NAME, args).
+
+    Inline code spans may wrap across lines; code-block lines may continue with a backslash.
+    Shell comments, pipes, redirections and chained commands are cut off; `[--flag]` is read as
+    the optional flag it marks.
+    """
+    commands = []
+    for path in [ROOT / "benchmarks" / "RESULTS.md", ROOT / "README.md", *ROOT.glob("docs/*.md")]:
+        text = path.read_text()
+        found = re.findall(r"`(python benchmarks/[^`]+)`", text, flags=re.S)
+        for block in re.findall(r"```[^\n]*\n(.*?)```", text, flags=re.S):
+            block = block.replace("\\\n", " ")
+            found += [line for line in block.splitlines() if "python benchmarks/" in line]
+        for command in found:
+            command = command[command.index("python benchmarks/") :]
+            command = re.split(r"\s#|\||&&|;|\s2?>|\s&\s*$", command)[0]
+            command = re.sub(r"\[(--[\w-]+)\]", r"\1", command)  # usage-style [--flag]
+            tokens = shlex.split(command)
+            script = Path(tokens[1]).stem
+            commands.append((script, tokens[2:]))
+    return commands
+
+
+DOCUMENTED = _documented_commands()
+
+
+def test_documented_benchmark_commands_are_found() -> None:
+    scripts = {script for script, _ in DOCUMENTED}
+    assert {"ablation", "collapse_stress", "throughput", "syre_overhead"} <= scripts
+    assert all(script in PARSERS for script in scripts), scripts - set(PARSERS)
+
+
+@pytest.mark.parametrize(
+    ("script", "args"), DOCUMENTED, ids=[" ".join([s, *a])[:80] for s, a in DOCUMENTED]
+)
+def test_documented_benchmark_command_parses(script: str, args: list[str]) -> None:
+    parser = importlib.import_module(script).build_parser()
+    parsed, unknown = parser.parse_known_args(args)
+    assert unknown == [], f"{script} does not accept {unknown}"
+    flags = [arg.split("=")[0] for arg in args if arg.startswith("--")]
+    for flag in flags:  # spelled out in full, not an abbreviation argparse happens to expand
+        assert flag in parser._option_string_actions, f"{script}: {flag}"
+        assert parser._option_string_actions[flag].dest in vars(parsed)
