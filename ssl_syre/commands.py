@@ -34,7 +34,7 @@ def linear_probe() -> None:
 
 def export() -> None:
     """ssl-syre-export, python -m ssl_syre.export: timm-format export, push to the Hub."""
-    from ssl_syre.export import main
+    from ssl_syre.export.__main__ import main
 
     run_cli(main)
 

@@ -17,12 +17,17 @@ from typing import Any
 from omegaconf import DictConfig
 
 from ssl_syre.errors import UserError
+from ssl_syre.export import (
+    EXPORT_KEY,
+    export_checkpoint,
+    load_backbone,
+    read_export_config,
+)
+from ssl_syre.run_dir import EXPORT, last_checkpoint, run_dir_of
 
 # The Hub's rule for repository ids: owner/name, letters, digits, '-', '_', '.'.
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # pretrained_cfg keys that describe preprocessing: handed to save_for_hf as data_config.
-# The export's own section in config.json (ssl_syre.export.EXPORT_KEY, which imports this module).
-EXPORT_SECTION = "ssl_syre"
 DATA_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
 TOKEN_FIX = "log in with `hf auth login` (or set HF_TOKEN)"
 
@@ -115,7 +120,7 @@ def push_backbone(
             repo_id,
             commit_message="Add ssl_syre backbone",
             private=private,
-            model_config={EXPORT_SECTION: section},
+            model_config={EXPORT_KEY: section},
             model_args=model_args,
             model_card=model_card(section, config, repo_id),
             task_name="image-feature-extraction",
@@ -160,3 +165,52 @@ def model_card(section: dict[str, Any], config: dict[str, Any], repo_id: str) ->
         "tags": ["image-feature-extraction", "timm", "self-supervised"],
         "license": "mit",
     }
+
+
+def push_export(export_dir: str | Path, repo_id: str, private: bool = False) -> str:
+    """Push an export directory to the Hub repository `repo_id` with timm's push_to_hf_hub.
+
+    The backbone is rebuilt from the export (safetensors, no pickle) and handed to timm with
+    the export's model arguments, preprocessing and `ssl_syre` section, so the uploaded
+    config.json equals the local one; only safetensors weights are uploaded.
+
+    Returns:
+        The URL of the commit.
+
+    Raises:
+        UserError: not a pushable export, or the upload failed (the export is left as it is).
+    """
+    export_dir = Path(export_dir)
+    check_repo_id(repo_id, "--push-to-hub")
+    config = read_export_config(export_dir)
+    model_args = dict(config.get("model_args") or {})
+    if model_args.get("small_image_stem") or config.get(EXPORT_KEY, {}).get("small_image_stem"):
+        raise UserError(
+            f"'{export_dir}' has the small-image stem, which timm alone cannot build, so "
+            "timm.create_model('hf-hub:...') would refuse it; share the export folder instead"
+        )
+    backbone = load_backbone(export_dir)
+    return push_backbone(backbone, repo_id, config, config.get(EXPORT_KEY, {}), export_dir, private)
+
+
+def export_and_push(path: Path, out: str | None, repo_id: str, private: bool) -> str:
+    """`python -m ssl_syre.export PATH --push-to-hub USER/NAME`: push PATH's export.
+
+    PATH is an export directory, a run directory (its export/, made from checkpoints/last.ckpt
+    when missing) or a checkpoint (exported to `out` or RUN/export first when that holds none).
+    """
+    check_repo_id(repo_id, "--push-to-hub")
+    if (path / "config.json").is_file():
+        export_dir = path
+    else:
+        checkpoint = last_checkpoint(path) if path.is_dir() else path
+        export_dir = Path(out) if out else run_dir_of(checkpoint.resolve()) / EXPORT
+        if not (export_dir / "config.json").is_file():
+            export_dir = export_checkpoint(checkpoint, export_dir)
+            print(f"exported backbone to {export_dir}")
+    url = push_export(export_dir, repo_id, private)
+    print(
+        f"pushed {export_dir} to {url}; load it with "
+        f"timm.create_model('hf-hub:{repo_id}', pretrained=True)"
+    )
+    return url

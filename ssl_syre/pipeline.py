@@ -48,8 +48,8 @@ from ssl_syre.evaluation.report import evaluate_features, format_results
 from ssl_syre.evaluation.symmetry import summary_of
 from ssl_syre.evaluation.symmetry_report import diagnose_method, write_report
 from ssl_syre.evaluation.umap_plot import check_umap_installed, write_umap
-from ssl_syre.export import export_backbone, push_export
-from ssl_syre.hub import check_hub_ready
+from ssl_syre.export import export_backbone
+from ssl_syre.hub import check_hub_ready, push_export
 from ssl_syre.loggers import build_loggers, check_loggers_ready
 from ssl_syre.methods import METHODS, SSLMethod
 from ssl_syre.resume import check_resumable

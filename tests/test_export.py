@@ -26,9 +26,9 @@ from ssl_syre.export import (
     export_backbone,
     load_backbone,
     load_model,
-    main,
     model_from_checkpoint,
 )
+from ssl_syre.export.__main__ import main
 from ssl_syre.methods import METHODS
 from tests.conftest import ROOT, TINY, train_in_process
 

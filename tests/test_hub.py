@@ -15,8 +15,9 @@ from safetensors.torch import load_file
 
 from ssl_syre.config import load_config
 from ssl_syre.errors import UserError, run_cli
-from ssl_syre.export import export_and_push, export_backbone, load_backbone, main, push_export
-from ssl_syre.hub import check_hub_ready, check_repo_id
+from ssl_syre.export import export_backbone, load_backbone
+from ssl_syre.export.__main__ import main
+from ssl_syre.hub import check_hub_ready, check_repo_id, export_and_push, push_export
 from tests.conftest import build_method
 
 

@@ -1,6 +1,6 @@
 """Data: data sets held as uint8 arrays (datasets.py), image folders (imagefolder.py), the
 registry and build functions (registry.py), seeded subsets (subsets.py), per-image transforms
-(transforms.py), batched augmentation on the training device (augment.py) and the training
+(transforms.py), batched augmentation on the training device (augment.py, crop.py) and the training
 loaders (loaders.py)."""
 
 from ssl_syre.data.datasets import (

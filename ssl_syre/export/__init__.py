@@ -1,7 +1,8 @@
 """Backbone export in timm's own format, so that timm alone loads it (no ssl_syre needed).
 
 `python -m ssl_syre.export CHECKPOINT [--out DIR] [--push-to-hub USER/NAME]` exports from any
-ssl_syre checkpoint (and pushes it to the Hugging Face Hub, ssl_syre.hub);
+ssl_syre checkpoint (and pushes it to the Hugging Face Hub, ssl_syre.hub; the command line is
+export/__main__.py);
 `load_model(PATH)` loads a run directory, checkpoint or export with its config, for eval/*.py.
 
 An export directory holds config.json (architecture, model arguments, preprocessing, and an
@@ -14,7 +15,6 @@ with the wrong stem; `load_backbone` rebuilds them.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
@@ -42,7 +42,7 @@ from ssl_syre.config import (
     validate,
 )
 from ssl_syre.data import DataInfo
-from ssl_syre.errors import UserError, run_cli
+from ssl_syre.errors import UserError
 from ssl_syre.run_dir import (
     EXPORT,
     LAST_CHECKPOINT,
@@ -454,90 +454,3 @@ def _loaded_from_export(export_dir: Path, overrides: list[str]) -> LoadedModel:
         out_dir=parent if is_run_dir(parent) else export_dir,
         details={},
     )
-
-
-def push_export(export_dir: str | Path, repo_id: str, private: bool = False) -> str:
-    """Push an export directory to the Hub repository `repo_id` with timm's push_to_hf_hub.
-
-    The backbone is rebuilt from the export (safetensors, no pickle) and handed to timm with
-    the export's model arguments, preprocessing and `ssl_syre` section, so the uploaded
-    config.json equals the local one; only safetensors weights are uploaded.
-
-    Returns:
-        The URL of the commit.
-
-    Raises:
-        UserError: not a pushable export, or the upload failed (the export is left as it is).
-    """
-    from ssl_syre.hub import check_repo_id, push_backbone
-
-    export_dir = Path(export_dir)
-    check_repo_id(repo_id, "--push-to-hub")
-    config = read_export_config(export_dir)
-    model_args = dict(config.get("model_args") or {})
-    if model_args.get("small_image_stem") or config.get(EXPORT_KEY, {}).get("small_image_stem"):
-        raise UserError(
-            f"'{export_dir}' has the small-image stem, which timm alone cannot build, so "
-            "timm.create_model('hf-hub:...') would refuse it; share the export folder instead"
-        )
-    backbone = load_backbone(export_dir)
-    return push_backbone(backbone, repo_id, config, config.get(EXPORT_KEY, {}), export_dir, private)
-
-
-def export_and_push(path: Path, out: str | None, repo_id: str, private: bool) -> str:
-    """`python -m ssl_syre.export PATH --push-to-hub USER/NAME`: push PATH's export.
-
-    PATH is an export directory, a run directory (its export/, made from checkpoints/last.ckpt
-    when missing) or a checkpoint (exported to `out` or RUN/export first when that holds none).
-    """
-    from ssl_syre.hub import check_repo_id
-    from ssl_syre.run_dir import EXPORT, run_dir_of
-
-    check_repo_id(repo_id, "--push-to-hub")
-    if (path / "config.json").is_file():
-        export_dir = path
-    else:
-        checkpoint = last_checkpoint(path) if path.is_dir() else path
-        export_dir = Path(out) if out else run_dir_of(checkpoint.resolve()) / EXPORT
-        if not (export_dir / "config.json").is_file():
-            export_dir = export_checkpoint(checkpoint, export_dir)
-            print(f"exported backbone to {export_dir}")
-    url = push_export(export_dir, repo_id, private)
-    print(
-        f"pushed {export_dir} to {url}; load it with "
-        f"timm.create_model('hf-hub:{repo_id}', pretrained=True)"
-    )
-    return url
-
-
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m ssl_syre.export",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("checkpoint", help="an ssl_syre .ckpt file, or a run directory")
-    parser.add_argument("--out", default=None, help="export directory (default: RUN_DIR/export)")
-    parser.add_argument(
-        "--push-to-hub", metavar="USER/NAME", help="also push it to the Hugging Face Hub (timm)"
-    )
-    parser.add_argument("--private", action="store_true", help="a private Hub repository")
-    args = parser.parse_args(argv)
-    if args.push_to_hub:  # an existing export is pushed as it is: see ssl_syre.hub
-        export_and_push(Path(args.checkpoint), args.out, args.push_to_hub, args.private)
-        return
-    checkpoint = Path(args.checkpoint)
-    if checkpoint.is_dir():  # a run directory: its last checkpoint
-        checkpoint = last_checkpoint(checkpoint)
-    out = export_checkpoint(checkpoint, args.out)
-    if read_export_config(out)[EXPORT_KEY]["small_image_stem"]:
-        how = (
-            f"ssl_syre.export.load_backbone('{out}') (timm alone cannot build its small-image stem)"
-        )
-    else:
-        how = f"timm.create_model('local-dir:{out}', pretrained=True)"
-    print(f"exported backbone to {out}; load it with {how}")
-
-
-if __name__ == "__main__":
-    run_cli(main)
