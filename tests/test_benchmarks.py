@@ -228,6 +228,8 @@ def test_ablation_finds_every_method_config_and_resolves_auto_modes(
     assert ablation.METHODS[:6] == ("simclr", "byol", "simsiam", "mocov2", "barlowtwins", "vicreg")
     assert not any(name.startswith("stress_") for name in ablation.METHODS)
     assert ablation.modes_of("vicreg", ["auto"]) == ["coupled"]  # LARS
+    assert ablation.METHODS[6] == "dino"
+    assert ablation.modes_of("dino", ["auto"]) == ["decoupled"]  # AdamW, DINO's recipe
     assert ablation.modes_of("simclr", ["auto", "coupled", "decoupled"]) == ["coupled", "decoupled"]
     (tmp_path / "adamw_method.yaml").write_text("method: x\noptimizer:\n  name: adamw\n")
     monkeypatch.setattr(ablation, "CONFIGS", tmp_path)

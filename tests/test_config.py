@@ -164,6 +164,58 @@ def test_warmup_as_long_as_the_run_and_range_ends_are_accepted() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("method", "key", "value", "interval"),
+    [
+        ("mocov2", "temperature", "0", "(0, inf)"),
+        ("mocov2", "queue_size", "0", "[1, inf)"),
+        ("mocov2", "momentum_start", "1.5", "[0, 1]"),
+        ("mocov2", "projection_output_dim", "0", "[1, inf)"),
+        ("barlowtwins", "lambda_param", "-0.001", "[0, inf)"),
+        ("barlowtwins", "projection_hidden_dim", "0", "[1, inf)"),
+        ("vicreg", "mu_param", "-1", "[0, inf)"),
+        ("vicreg", "projection_layers", "1", "[2, inf)"),
+        ("dino", "teacher_temp", "0", "(0, inf)"),
+        ("dino", "warmup_teacher_temp", "-0.04", "(0, inf)"),
+        ("dino", "student_temp", "0", "(0, inf)"),
+        ("dino", "warmup_teacher_temp_epochs", "-1", "[0, inf)"),
+        ("dino", "center_momentum", "1.1", "[0, 1]"),
+        ("dino", "momentum_end", "-0.5", "[0, 1]"),
+        ("dino", "freeze_last_layer", "-1", "[0, inf)"),
+        ("dino", "bottleneck_dim", "0", "[1, inf)"),
+        ("dino", "n_local_views", "-2", "[0, inf)"),
+    ],
+)
+def test_new_methods_refuse_bad_kwargs_before_any_run_directory(
+    method: str, key: str, value: str, interval: str, tmp_path: Path
+) -> None:
+    message = error_of(
+        overrides=[f"method={method}", f"method_kwargs.{key}={value}", f"output_dir={tmp_path}"]
+    )
+    assert f"'method_kwargs.{key}' of {method} must be in {interval}, got {value}" in message
+    assert not any(tmp_path.iterdir()), "refused before a run directory exists"
+
+
+def test_new_methods_accept_the_ends_of_their_ranges() -> None:
+    load_config(
+        None, ["method=mocov2", "method_kwargs.queue_size=1", "method_kwargs.momentum_end=1"]
+    )
+    load_config(None, ["method=barlowtwins", "method_kwargs.lambda_param=0"])
+    load_config(
+        None, ["method=vicreg", "method_kwargs.nu_param=0", "method_kwargs.projection_layers=2"]
+    )
+    load_config(
+        None,
+        [
+            "method=dino",
+            "method_kwargs.center_momentum=0",
+            "method_kwargs.freeze_last_layer=0",
+            "method_kwargs.warmup_teacher_temp_epochs=0",
+            "method_kwargs.n_local_views=0",
+        ],
+    )
+
+
 def test_ranged_fields_of_a_new_settings_class_are_checked_by_check_ranges() -> None:
     """What a new method gets by annotating its Kwargs: the interval's ends, open or closed."""
 

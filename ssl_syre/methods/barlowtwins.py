@@ -13,7 +13,7 @@ from lightly.models.modules import BarlowTwinsProjectionHead
 from lightly.transforms import BYOLTransform
 from torch import Tensor
 
-from ssl_syre.config import DataConfig
+from ssl_syre.config import DataConfig, ranged
 from ssl_syre.data import DataInfo
 from ssl_syre.data.augment import ViewRecipe
 from ssl_syre.methods.base import SSLMethod
@@ -22,10 +22,10 @@ from ssl_syre.methods.byol import BYOL
 
 @dataclass
 class BarlowTwinsKwargs:
-    projection_hidden_dim: int = 2048
-    projection_output_dim: int = 2048
+    projection_hidden_dim: int = ranged(2048, "[1, inf)")
+    projection_output_dim: int = ranged(2048, "[1, inf)")
     # Weight of the off-diagonal (redundancy) terms against the diagonal (invariance) ones.
-    lambda_param: float = 5e-3
+    lambda_param: float = ranged(5e-3, "[0, inf)")
     gather_distributed: bool = True  # the cross-correlation over all processes' batches
 
 

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from ssl_syre.backbones import backbone_kwargs_for_size, check_input_size
-from ssl_syre.config import DataConfig
+from ssl_syre.config import DataConfig, ranged
 from ssl_syre.data import DataInfo, ssl_transform_kwargs
 from ssl_syre.data.augment import BatchAugment, ViewRecipe
 from ssl_syre.errors import UserError
@@ -36,24 +36,27 @@ LOCAL_TO_GLOBAL = 96 / 224
 
 @dataclass
 class DINOKwargs:
-    projection_hidden_dim: int = 2048
-    bottleneck_dim: int = 256
-    projection_output_dim: int = 2048  # K, the prototypes (lightly's CIFAR benchmark; paper 65536)
+    projection_hidden_dim: int = ranged(2048, "[1, inf)")
+    bottleneck_dim: int = ranged(256, "[1, inf)")
+    # K, the prototypes (lightly's CIFAR benchmark; the paper: 65536).
+    projection_output_dim: int = ranged(2048, "[1, inf)")
     batch_norm: bool | None = None  # None: in the head for CNNs, not for ViTs (lightly's advice)
-    freeze_last_layer: int = 1  # epochs without a step on the head's last layer
+    freeze_last_layer: int = ranged(1, "[0, inf)")  # epochs without a step on the last layer
     norm_last_layer: bool = True  # weight norm's g fixed at 1
-    warmup_teacher_temp: float = 0.04
-    teacher_temp: float = 0.04
-    warmup_teacher_temp_epochs: int = 30  # linear from warmup_teacher_temp to teacher_temp
-    student_temp: float = 0.1
-    center_momentum: float = 0.9
-    momentum_start: float = 0.996  # teacher EMA momentum, cosine-scheduled to momentum_end
-    momentum_end: float = 1.0
+    warmup_teacher_temp: float = ranged(0.04, "(0, inf)")
+    teacher_temp: float = ranged(0.04, "(0, inf)")
+    # Epochs of the linear ramp from warmup_teacher_temp to teacher_temp.
+    warmup_teacher_temp_epochs: int = ranged(30, "[0, inf)")
+    student_temp: float = ranged(0.1, "(0, inf)")
+    center_momentum: float = ranged(0.9, "[0, 1]")
+    # Teacher EMA momentum, cosine-scheduled to momentum_end.
+    momentum_start: float = ranged(0.996, "[0, 1]")
+    momentum_end: float = ranged(1.0, "[0, 1]")
     # Multi-crop: 2 global crops (data.image_size) + n_local_views local ones.
-    n_local_views: int = 6
+    n_local_views: int = ranged(6, "[0, inf)")
     global_crop_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
     # None: 96/224 of the image size (lightly's ratio), for ViTs a multiple of the patch size.
-    local_crop_size: int | None = None
+    local_crop_size: int | None = ranged(None, "[1, inf)")
     local_crop_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
 
 

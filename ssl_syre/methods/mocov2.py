@@ -17,7 +17,7 @@ from lightly.transforms import MoCoV2Transform, SimCLRViewTransform
 from lightly.utils import dist
 from torch import Tensor
 
-from ssl_syre.config import DataConfig
+from ssl_syre.config import DataConfig, ranged
 from ssl_syre.data import DataInfo, ssl_transform_kwargs
 from ssl_syre.data.augment import ViewRecipe
 from ssl_syre.methods.momentum import MomentumMethod
@@ -25,13 +25,14 @@ from ssl_syre.methods.momentum import MomentumMethod
 
 @dataclass
 class MoCoV2Kwargs:
-    projection_hidden_dim: int = 2048
-    projection_output_dim: int = 128
-    temperature: float = 0.1  # lightly's benchmarks (the paper: 0.2)
+    projection_hidden_dim: int = ranged(2048, "[1, inf)")
+    projection_output_dim: int = ranged(128, "[1, inf)")
+    temperature: float = ranged(0.1, "(0, inf)")  # lightly's benchmarks (the paper: 0.2)
     # Keys of past batches kept as negatives (lightly's memory_bank_size; the paper: 65536).
-    queue_size: int = 4096
-    momentum_start: float = 0.99  # key-encoder momentum, cosine-scheduled to momentum_end
-    momentum_end: float = 1.0
+    queue_size: int = ranged(4096, "[1, inf)")
+    # Key-encoder momentum, cosine-scheduled to momentum_end.
+    momentum_start: float = ranged(0.99, "[0, 1]")
+    momentum_end: float = ranged(1.0, "[0, 1]")
 
 
 class MoCoV2(MomentumMethod):

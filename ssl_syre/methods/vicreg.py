@@ -14,7 +14,7 @@ from lightly.transforms import VICRegTransform
 from lightly.transforms.vicreg_transform import VICRegViewTransform
 from torch import Tensor
 
-from ssl_syre.config import DataConfig
+from ssl_syre.config import DataConfig, ranged
 from ssl_syre.data import DataInfo, ssl_transform_kwargs
 from ssl_syre.data.augment import ViewRecipe
 from ssl_syre.methods.base import SSLMethod
@@ -22,12 +22,15 @@ from ssl_syre.methods.base import SSLMethod
 
 @dataclass
 class VICRegKwargs:
-    projection_hidden_dim: int = 2048
-    projection_output_dim: int = 2048
-    projection_layers: int = 3
-    lambda_param: float = 25.0  # invariance: mean squared distance of the two views
-    mu_param: float = 25.0  # variance: hinge on each dimension's std over the batch
-    nu_param: float = 1.0  # covariance: squared off-diagonal covariances
+    projection_hidden_dim: int = ranged(2048, "[1, inf)")
+    projection_output_dim: int = ranged(2048, "[1, inf)")
+    projection_layers: int = ranged(3, "[2, inf)")
+    # Invariance: mean squared distance of the two views.
+    lambda_param: float = ranged(25.0, "[0, inf)")
+    # Variance: hinge on each dimension's std over the batch.
+    mu_param: float = ranged(25.0, "[0, inf)")
+    # Covariance: squared off-diagonal covariances.
+    nu_param: float = ranged(1.0, "[0, inf)")
     gather_distributed: bool = True  # variance and covariance over all processes' batches
 
 
