@@ -113,9 +113,10 @@ def test_every_logger_gets_the_same_metrics_offline(
 ) -> None:
     """One tiny run logging to all four; W&B offline, MLflow into the run directory; the UMAP
     picture of every epoch to the three that keep pictures."""
-    pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb")
     pytest.importorskip("umap")
     mlflow = pytest.importorskip("mlflow")
+    wandb.teardown()  # W&B's process-wide state from earlier tests' logins would ask for a key
     from lightning.pytorch.loggers import WandbLogger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -132,6 +133,9 @@ def test_every_logger_gets_the_same_metrics_offline(
     run_dir = train_in_process(
         tmp_path,
         "loggers=[csv,tensorboard,wandb,mlflow]",
+        # Offline in the logger's own arguments too: W&B caches its settings process-wide at
+        # its first use, so an earlier test's W&B call would otherwise outrank WANDB_MODE.
+        "logger_kwargs.wandb.offline=true",
         "eval.online_every_n_epochs=1",
         "eval.online_linear_probe=true",
         "eval.linear_probe=false",
