@@ -11,6 +11,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Sampler
@@ -443,3 +444,18 @@ class UmapEveryNEpochs(pl.Callback):
             )
             log_figure(trainer.loggers, "umap/backbone", figure, trainer.global_step)
         trainer.strategy.barrier()
+
+
+class LossProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, with the training loss as the method last read it back from
+    the device (`SSLMethod.shown_loss`, at logging steps): a progress-bar metric would be read
+    back (a host sync) at every batch."""
+
+    def get_metrics(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> dict[str, int | str | float | dict[str, float]]:
+        metrics = super().get_metrics(trainer, pl_module)
+        loss = getattr(pl_module, "shown_loss", None)
+        if loss is not None:
+            metrics["loss"] = f"{loss:.3g}"
+        return metrics

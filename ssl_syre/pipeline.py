@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from ssl_syre.callbacks import (
+    LossProgressBar,
     OnlineEvaluation,
     OnlineLinearProbe,
     ReseedEachEpoch,
@@ -235,6 +236,8 @@ def train(cfg: DictConfig) -> Path:
         ),
         LearningRateMonitor(logging_interval="epoch"),
     ]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(LossProgressBar())
     anchor_check = SyReAnchorCheck() if cfg.syre.enabled else None
     if anchor_check is not None:
         callbacks.append(anchor_check)

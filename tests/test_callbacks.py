@@ -33,3 +33,16 @@ def test_rank_0_keeps_the_single_process_seed() -> None:
     random.seed(epoch_seed(0, 3, _MAIN))
     expected = random.random()
     assert draws_after_epoch_start(3, 0)[0] == expected
+
+
+def test_progress_bar_shows_the_loss_read_at_logging_steps() -> None:
+    """The bar's loss is the method's host-side copy, not a progress-bar metric (which Lightning
+    would read back from the device at every batch)."""
+    from ssl_syre.callbacks import LossProgressBar
+
+    trainer = SimpleNamespace(progress_bar_metrics={}, loggers=[], logger=None)
+    module = SimpleNamespace(shown_loss=None)
+    bar = LossProgressBar()
+    assert "loss" not in bar.get_metrics(trainer, module)  # type: ignore[arg-type]
+    module.shown_loss = 1.23456
+    assert bar.get_metrics(trainer, module)["loss"] == "1.23"  # type: ignore[arg-type]

@@ -107,6 +107,7 @@ class SSLMethod(pl.LightningModule):
         self.lr_segments: list[tuple[int, float]] = []
         # (step, loss) of the first non-finite loss, on the device; -1 while all are finite.
         self._first_nonfinite: Tensor | None = None
+        self.shown_loss: float | None = None  # the loss at the last logging step
         # syre.enabled=false is the same update with the anchor at 0 (σ0 = 0, D = I, same mode):
         # a fair off arm differs from SyRe in where the decay pulls and in nothing else.
         self.syre: SyRe = self._build_syre()
@@ -401,6 +402,7 @@ class SSLMethod(pl.LightningModule):
         if not (logging or last or final):
             return
         step, value = self._first_nonfinite.tolist()
+        self.shown_loss = float(loss)  # for the progress bar (callbacks.LossProgressBar)
         if step >= 0:
             raise NonFiniteLossError(
                 f"training loss became {value} at step {int(step)} (epoch {self.current_epoch}); "
