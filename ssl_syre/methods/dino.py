@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import copy
 import inspect
 import warnings
 from collections.abc import Sequence
@@ -15,10 +14,8 @@ from typing import Any
 import torch
 from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
-from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.transforms import DINOTransform
 from lightly.transforms.dino_transform import DINOViewTransform
-from lightly.utils.scheduler import cosine_schedule
 from timm.layers import PatchEmbed
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
@@ -28,7 +25,7 @@ from ssl_syre.config import DataConfig, ranged
 from ssl_syre.data import DataInfo, ssl_transform_kwargs
 from ssl_syre.data.augment import BatchAugment, ViewRecipe
 from ssl_syre.errors import UserError
-from ssl_syre.methods.base import SSLMethod
+from ssl_syre.methods.momentum import MomentumMethod
 
 # lightly's (and the paper's) local crop of 96 px for 224-px global crops.
 LOCAL_TO_GLOBAL = 96 / 224
@@ -180,7 +177,7 @@ def dino_view_kwargs(transform: dict[str, Any]) -> list[dict[str, Any]]:
     return [first, second] + [local] * int(t["n_local_views"])
 
 
-class DINO(SSLMethod):
+class DINO(MomentumMethod):
     """Self-distillation: a student matches a momentum teacher's centered, sharpened
     distribution over K prototypes, across crops [0].
 
@@ -219,11 +216,7 @@ class DINO(SSLMethod):
             )
         parametrize_last_layer(self.projection_head, k.norm_last_layer)
         # The teacher starts as the student, as in the paper's code.
-        self.backbone_momentum = copy.deepcopy(self.backbone)
-        self.projection_head_momentum = copy.deepcopy(self.projection_head)
-        deactivate_requires_grad(self.backbone_momentum)
-        deactivate_requires_grad(self.projection_head_momentum)
-        self._momentum_step: int | None = None
+        self.build_momentum_copies()
         self.criterion = DINOLoss(
             output_dim=k.projection_output_dim,
             warmup_teacher_temp=k.warmup_teacher_temp,
@@ -240,26 +233,6 @@ class DINO(SSLMethod):
                 self.local_size,
                 fix=f"set method_kwargs.local_crop_size to a multiple of {self.patch_size()}",
             )
-
-    def momentum(self) -> float:
-        if self._trainer is None:  # outside fit (tests, notebooks): the schedule's start
-            return self.kwargs.momentum_start
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        return cosine_schedule(
-            self.global_step, total, self.kwargs.momentum_start, self.kwargs.momentum_end
-        )
-
-    def update_teacher(self) -> None:
-        """One EMA step per optimizer step: micro-batches of one accumulated step share a
-        global_step and the student has not moved between them (as BYOL)."""
-        momentum = self.momentum()
-        step = self.global_step if self._trainer is not None else None
-        if step is None or step != self._momentum_step:
-            update_momentum(self.backbone, self.backbone_momentum, m=momentum)
-            update_momentum(self.projection_head, self.projection_head_momentum, m=momentum)
-            self._momentum_step = step
-        if self._trainer is not None:
-            self.log("train/momentum", momentum)
 
     @torch.no_grad()
     def teacher(self, views: Sequence[Tensor]) -> list[Tensor]:
@@ -282,7 +255,7 @@ class DINO(SSLMethod):
         return outputs
 
     def training_loss(self, views: Sequence[Tensor]) -> Tensor:
-        self.update_teacher()
+        self.update_momentum_copies()  # the teacher: once per optimizer step
         teacher_out = self.teacher(views[:2])
         student_out = self.student(views)
         return self.criterion(teacher_out, student_out, epoch=self.current_epoch)

@@ -244,16 +244,16 @@ def test_last_layer_takes_no_step_while_frozen() -> None:
 def test_momentum_updates_once_per_optimizer_step_under_accumulation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ssl_syre.methods import dino
+    from ssl_syre.methods import momentum
 
     calls: list[int] = []
-    update_momentum = dino.update_momentum
+    update_momentum = momentum.update_momentum
 
     def counting_update(model: nn.Module, model_ema: nn.Module, m: float) -> None:
         calls.append(1)
         return update_momentum(model, model_ema, m)
 
-    monkeypatch.setattr(dino, "update_momentum", counting_update)
+    monkeypatch.setattr(momentum, "update_momentum", counting_update)
     run_dir = train_in_process(
         tmp_path,
         *SMALL,
