@@ -161,6 +161,11 @@ def _run(main: Callable[[list[str]], T], argv: list[str]) -> T:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except BrokenPipeError:
+        # Whoever read the output left (python train.py --help | head): nothing went wrong here.
+        # Point stdout at /dev/null so that Python's exit flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None
     except KeyboardInterrupt:
         print(
             "interrupted: the last checkpoint is kept; resume with resume=<run dir>",

@@ -52,3 +52,27 @@ def test_warnings_print_as_one_line_without_the_source(
         "warning: method_kwargs.temperature is not a setting of byol (another method's); ignored"
     )
     assert lines[1].startswith("warning: step 7 is past the end of the lr schedule (6 steps)")
+
+
+@pytest.mark.slow
+def test_output_into_a_closed_pipe_is_no_error() -> None:
+    """`python train.py --help | head -1`: the reader leaves early; exit 0, no traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write of the child now fails with EPIPE
+    try:
+        done = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve().parent.parent / "train.py"), "--help"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
