@@ -87,3 +87,21 @@ def build_method(method: str, *extra: str):
 
     cfg = load_config(None, [f"method={method}", *METHOD_TINY, *extra])
     return METHODS[method](cfg, data_info(cfg.data)), cfg
+
+
+def losses_on_fixed_views(
+    model, views, steps: int, optimizer=None, lr: float = 0.01
+) -> list[float]:
+    """The training loss at each of `steps` updates on the same views (SGD momentum 0.9 over
+    the method's trainable parts unless `optimizer` is given): the methods' loss-falls tests."""
+    if optimizer is None:
+        params = [p for m in model.trainable_parts().values() for p in m.parameters()]
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = model.training_loss(views)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses

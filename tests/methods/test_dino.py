@@ -21,7 +21,7 @@ from ssl_syre.data.augment import BatchAugment, ViewRecipe
 from ssl_syre.errors import UserError
 from ssl_syre.methods import METHODS
 from ssl_syre.methods.dino import dino_view_kwargs
-from tests.conftest import build_method, train_in_process
+from tests.conftest import build_method, losses_on_fixed_views, train_in_process
 from tests.data.test_augment import lightly_parameters, recipe_parameters
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -144,13 +144,7 @@ def test_loss_falls_on_a_fixed_batch() -> None:
     model = build("optimizer.name=adamw", "optimizer.lr=0.003", "optimizer.scheduler=constant")
     optimizer = model.configure_optimizers()
     views = model.views((uint8_batch(16), None), batch_idx=0)
-    losses = []
-    for _ in range(8):
-        optimizer.zero_grad()
-        loss = model.training_loss(views)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = losses_on_fixed_views(model, views, steps=8, optimizer=optimizer)
     assert losses[-1] < losses[0] - 0.05, losses
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import build_method
+from tests.conftest import build_method, losses_on_fixed_views
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -72,13 +72,5 @@ def test_loss_falls_on_a_fixed_batch() -> None:
     torch.manual_seed(0)
     model, _ = build_method("mocov2", "method_kwargs.queue_size=16")
     fixed = views(model, count=16)
-    params = [p for m in model.trainable_parts().values() for p in m.parameters()]
-    optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9)
-    losses = []
-    for _ in range(8):
-        optimizer.zero_grad()
-        loss = model.training_loss(fixed)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = losses_on_fixed_views(model, fixed, steps=8, lr=0.1)
     assert losses[-1] < losses[0] - 0.1, losses

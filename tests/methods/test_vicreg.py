@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import build_method
+from tests.conftest import build_method, losses_on_fixed_views
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,15 +32,7 @@ def test_loss_falls_on_a_fixed_batch() -> None:
     size = model.info.image_size
     generator = torch.Generator().manual_seed(0)
     views = [torch.randn(16, 1, size, size, generator=generator) for _ in range(2)]
-    params = [p for m in model.trainable_parts().values() for p in m.parameters()]
-    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9)
-    losses = []
-    for _ in range(6):
-        optimizer.zero_grad()
-        loss = model.training_loss(views)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = losses_on_fixed_views(model, views, steps=6, lr=0.01)
     assert losses[-1] < 0.95 * losses[0], losses
 
 
