@@ -42,12 +42,12 @@ from timing import (  # benchmarks/timing.py; it puts this repository first on s
     write_result,
 )
 
-from ssl_syre import pipeline
 from ssl_syre.config import load_config
 from ssl_syre.data import build_ssl_dataset, data_info
 from ssl_syre.data.augment import BatchAugment, ViewRecipe
 from ssl_syre.data.loaders import train_loader
 from ssl_syre.methods import METHODS
+from ssl_syre.training import pipeline
 
 
 # ----- part 1: augmentation alone --------------------------------------------------------------
@@ -130,7 +130,7 @@ def overrides(args: argparse.Namespace, augment_on: str) -> list[str]:
 
 
 def train_py_path(args: argparse.Namespace, augment_on: str) -> float:
-    """images/s of `ssl_syre.pipeline.train` (train.py's job), final evaluation skipped."""
+    """images/s of `ssl_syre.training.pipeline.train` (train.py's job), final evaluation skipped."""
     timer = StepTimer(args.warmup)
     with train_py_run(timer) as output_dir:
         pipeline.train(

@@ -44,11 +44,11 @@ import torch
 from lightly.loss import NTXentLoss as LightlyNTXentLoss
 from timing import ROOT, write_result  # also puts ROOT first on sys.path
 
-from ssl_syre.callbacks import ReseedEachEpoch
 from ssl_syre.config import load_config
 from ssl_syre.data import data_info
 from ssl_syre.data.loaders import TensorBatches
 from ssl_syre.methods import METHODS
+from ssl_syre.training.callbacks import ReseedEachEpoch
 
 PHASES = ("ceilings", "split", "ladder", "syncfree", "accuracy")
 LADDER = ("today", "sync_free", "resident", "fused", "compiled")
@@ -312,7 +312,7 @@ def syncfree(size: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def accuracy(smoke: bool, fashion_mnist: str | None, out_dir: Path) -> dict[str, Any]:
-    from ssl_syre.pipeline import train
+    from ssl_syre.training.pipeline import train
 
     common = [
         "data.name=fashion_mnist",

@@ -7,7 +7,7 @@ Measurements on synthetic CIFAR-sized data (CIFAR is not on these machines):
   ceiling that the data pipeline cannot beat.
 - `augment`: the device path's batched augmentation alone (`BatchAugment`, lightly's SimCLR
   CIFAR recipe, two views) on a uint8 batch already on the GPU.
-- `pipeline`: `ssl_syre.pipeline.train` as train.py runs it (Lightning, bf16-mixed,
+- `pipeline`: `ssl_syre.training.pipeline.train` as train.py runs it (Lightning, bf16-mixed,
   backbone.channels_last, SyRe on), with the data set replaced by random uint8 32x32x3 images
   and the final evaluation skipped; once per `--augment-on` path: `workers` (lightly's
   SimCLRTransform on PIL images in DataLoader workers) and `device` (uint8 batches, views made
@@ -35,11 +35,11 @@ import torch
 from timing import ROOT, train_py_run, write_result  # also puts ROOT first on sys.path
 from torch import nn
 
-from ssl_syre import pipeline
 from ssl_syre.backbones import create_backbone
-from ssl_syre.callbacks import ReseedEachEpoch
 from ssl_syre.config import load_config
 from ssl_syre.data import ArrayImageDataset
+from ssl_syre.training import pipeline
+from ssl_syre.training.callbacks import ReseedEachEpoch
 
 CIFAR10_IMAGES, RECIPE_EPOCHS, RECIPE_BATCH = 50_000, 200, 512
 LIGHTLY_SIMCLR_MINUTES = 87.1  # lightly's benchmark, bs512, 200 epochs, RTX A6000

@@ -5,7 +5,7 @@ timed steps): producing one batch of augmented views in the main process (what e
 DataLoader worker does), waiting for the next batch from the DataLoader with its workers,
 forward + loss, backward, `optimizer.step()` with SyRe's hook, and SyRe's work alone.
 
-Part 2 (Lightning's SimpleProfiler on `ssl_syre.pipeline.train`, the train.py path with the
+Part 2 (Lightning's SimpleProfiler on `ssl_syre.training.pipeline.train`, the train.py path with the
 final evaluation skipped): what the Trainer itself adds around the step (hooks, logging,
 callbacks); printed as Lightning's own table, with a few rows picked out.
 
@@ -26,10 +26,10 @@ from lightning.pytorch.profilers import SimpleProfiler
 from timing import ROOT, args_record, train_py_run, write_result  # puts ROOT first on sys.path
 from torch.utils.data import DataLoader
 
-from ssl_syre import pipeline
 from ssl_syre.config import load_config
 from ssl_syre.data import build_ssl_dataset, data_info
 from ssl_syre.methods import METHODS
+from ssl_syre.training import pipeline
 
 
 def overrides(args: argparse.Namespace, extra: list[str]) -> list[str]:

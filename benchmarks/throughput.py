@@ -5,7 +5,7 @@ excluded), all with the same backbone, head, data, batch, workers, optimizer and
 
 - `bare_lightly`: a plain PyTorch loop written the way lightly's examples are (SimCLRTransform,
   DataLoader, SimCLRProjectionHead, NTXentLoss, SGD with weight decay; no Lightning).
-- `ours_syre_off`: `ssl_syre.pipeline.train` as train.py runs it with data.augment_on=workers (Trainer, loggers,
+- `ours_syre_off`: `ssl_syre.training.pipeline.train` as train.py runs it with data.augment_on=workers (Trainer, loggers,
   checkpoint callback, reseeding, cosine schedule), SyRe off, with the final evaluation skipped.
 - `ours_syre_on`: the same with SyRe on (decay toward anchors in the optimizer hook).
 
@@ -41,8 +41,8 @@ from timing import (  # benchmarks/timing.py; it puts this repository first on s
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ssl_syre import pipeline
 from ssl_syre.config import load_config
+from ssl_syre.training import pipeline
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 MEAN, STD = (0.2860,), (0.3530,)  # Fashion-MNIST train statistics (what our data module uses)
@@ -109,7 +109,7 @@ def bare_lightly(args: argparse.Namespace) -> float:
     return timer.images_per_second(args.batch_size)
 
 
-# ----- ours: ssl_syre.pipeline.train as train.py runs it -------------------------------------
+# ----- ours: ssl_syre.training.pipeline.train as train.py runs it -------------------------------------
 def ours(args: argparse.Namespace, syre: bool) -> float:
     timer = StepTimer(args.warmup)
     with train_py_run(timer) as output_dir:

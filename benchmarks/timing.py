@@ -23,9 +23,9 @@ import lightning.pytorch as pl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from ssl_syre import pipeline  # noqa: E402
-from ssl_syre.callbacks import ReseedEachEpoch  # noqa: E402
-from ssl_syre.run_dir import RUN_DIR_ENV  # noqa: E402
+from ssl_syre.training import pipeline  # noqa: E402
+from ssl_syre.training.callbacks import ReseedEachEpoch  # noqa: E402
+from ssl_syre.training.run_dir import RUN_DIR_ENV  # noqa: E402
 
 
 class StepTimer:
@@ -83,7 +83,7 @@ def rotated_repeats(
 def train_py_run(timer: StepTimer | None = None, **patches: Any) -> Iterator[str]:
     """A temporary output_dir in which `pipeline.train` runs as train.py does, with the final
     evaluation skipped, `timer` riding along in its callbacks and `patches` replacing other
-    names of `ssl_syre.pipeline` (data set builders, trainer_kwargs).
+    names of `ssl_syre.training.pipeline` (data set builders, trainer_kwargs).
     """
     if timer is not None:
 

@@ -28,9 +28,9 @@ def _check_registry_names(cfg: DictConfig) -> None:
     (they import its dataclasses); the registries import torch, so they load at the first check.
     """
     from ssl_syre.data import check_config as check_data
-    from ssl_syre.hub import check_push_settings
-    from ssl_syre.loggers import check_logger_settings
+    from ssl_syre.export.hub import check_push_settings
     from ssl_syre.methods import check_config as check_method
+    from ssl_syre.training.loggers import check_logger_settings
 
     check_method(cfg)
     check_data(cfg)

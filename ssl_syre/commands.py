@@ -13,7 +13,7 @@ from ssl_syre.errors import run_cli
 
 def train() -> None:
     """ssl-syre-train, python train.py: pre-train, evaluate and export (`--help`: the keys)."""
-    from ssl_syre.pipeline import main
+    from ssl_syre.training.pipeline import main
 
     run_cli(main)
 

@@ -93,7 +93,7 @@ def checkpoint_anchors(loaded: LoadedModel) -> dict[str, Tensor] | None:
     """
     if loaded.source != "checkpoint":
         return None
-    from ssl_syre.checkpoint import load_checkpoint
+    from ssl_syre.training.checkpoint import load_checkpoint
 
     state = load_checkpoint(loaded.loaded)
     syre = getattr(loaded.modules, "syre", None)

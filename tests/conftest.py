@@ -56,7 +56,7 @@ def tiny(tmp_path: Path) -> list[str]:
 def train_in_process(output_dir: Path, *overrides: str) -> Path:
     """Run the training job of train.py in this process (no second interpreter to start)."""
     from ssl_syre.config import load_config
-    from ssl_syre.pipeline import train
+    from ssl_syre.training.pipeline import train
 
     return train(load_config(None, [*TINY, f"output_dir={output_dir}", "run_name=run", *overrides]))
 

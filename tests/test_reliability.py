@@ -27,11 +27,11 @@ import pytest
 import torch
 from PIL import Image
 
-from ssl_syre.checkpoint import AtomicCheckpointIO, load_checkpoint
 from ssl_syre.errors import UserError, run_cli
 from ssl_syre.methods.base import SSLMethod
-from ssl_syre.pipeline import main
-from ssl_syre.run_dir import RUN_DIR_ENV
+from ssl_syre.training.checkpoint import AtomicCheckpointIO, load_checkpoint
+from ssl_syre.training.pipeline import main
+from ssl_syre.training.run_dir import RUN_DIR_ENV
 from tests.conftest import ROOT, TINY
 
 # TINY, cheaper still: 2 steps of 32 images per epoch, no online or linear evaluation.
@@ -391,7 +391,7 @@ def test_a_new_run_never_overwrites_a_run_directory(
     assert snapshot(finished_run) == before
 
     # Auto names are <method>_<data>_<time>: two runs in the same second get a suffix.
-    import ssl_syre.run_dir as run_dir
+    import ssl_syre.training.run_dir as run_dir
 
     class Frozen(run_dir.datetime):  # type: ignore[misc, name-defined]
         @classmethod

@@ -18,10 +18,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
-from ssl_syre.callbacks import EpochSampler
 from ssl_syre.config import DataConfig
 from ssl_syre.data.datasets import ArrayImageDataset
 from ssl_syre.data.subsets import whole_split
+from ssl_syre.training.callbacks import EpochSampler
 
 
 class TensorBatches(Dataset):

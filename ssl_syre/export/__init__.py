@@ -1,7 +1,7 @@
 """Backbone export in timm's own format, so that timm alone loads it (no ssl_syre needed).
 
 `python -m ssl_syre.export CHECKPOINT [--out DIR] [--push-to-hub USER/NAME]` exports from any
-ssl_syre checkpoint (and pushes it to the Hugging Face Hub, ssl_syre.hub; the command line is
+ssl_syre checkpoint (and pushes it to the Hugging Face Hub, ssl_syre.export.hub; the command line is
 export/__main__.py);
 `load_model(PATH)` loads a run directory, checkpoint or export with its config, for eval/*.py.
 
@@ -43,7 +43,7 @@ from ssl_syre.config import (
 )
 from ssl_syre.data import DataInfo
 from ssl_syre.errors import UserError
-from ssl_syre.run_dir import (
+from ssl_syre.training.run_dir import (
     EXPORT,
     LAST_CHECKPOINT,
     METRICS,
@@ -114,7 +114,7 @@ def export_backbone(
         safe_serialization=True,
         data_config=data_config,
     )
-    from ssl_syre.checkpoint import give_umask_mode  # here: it imports Lightning
+    from ssl_syre.training.checkpoint import give_umask_mode  # here: it imports Lightning
 
     give_umask_mode(out_dir / "model.safetensors")  # safetensors writes it 0600
     return out_dir
@@ -214,8 +214,8 @@ def model_from_checkpoint(checkpoint: str | Path) -> tuple[SSLMethod, dict[str, 
     Raises:
         UserError: the file is missing, unreadable, or not an ssl_syre checkpoint.
     """
-    from ssl_syre.checkpoint import load_checkpoint
     from ssl_syre.methods import METHODS
+    from ssl_syre.training.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
     hparams = state.get("hyper_parameters", {}) if isinstance(state, dict) else {}

@@ -8,8 +8,8 @@ from pathlib import Path
 import ssl_syre.export
 from ssl_syre.errors import run_cli
 from ssl_syre.export import EXPORT_KEY, export_checkpoint, read_export_config
-from ssl_syre.hub import export_and_push
-from ssl_syre.run_dir import last_checkpoint
+from ssl_syre.export.hub import export_and_push
+from ssl_syre.training.run_dir import last_checkpoint
 
 
 def main(argv: list[str]) -> None:
@@ -25,7 +25,7 @@ def main(argv: list[str]) -> None:
     )
     parser.add_argument("--private", action="store_true", help="a private Hub repository")
     args = parser.parse_args(argv)
-    if args.push_to_hub:  # an existing export is pushed as it is: see ssl_syre.hub
+    if args.push_to_hub:  # an existing export is pushed as it is: see ssl_syre.export.hub
         export_and_push(Path(args.checkpoint), args.out, args.push_to_hub, args.private)
         return
     checkpoint = Path(args.checkpoint)

@@ -68,9 +68,9 @@ def test_a_nan_between_logging_steps_stops_the_epoch_before_its_checkpoint(
 ) -> None:
     """No logging step in the run: epoch 1's first loss is NaN; the check at the epoch's last
     step names that step, and last.ckpt stays epoch 0's."""
-    from ssl_syre.checkpoint import load_checkpoint
     from ssl_syre.methods.base import NonFiniteLossError
     from ssl_syre.methods.simclr import SimCLR
+    from ssl_syre.training.checkpoint import load_checkpoint
 
     original = SimCLR.training_loss
 

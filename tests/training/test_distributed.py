@@ -154,7 +154,7 @@ def test_two_process_ddp_run(tiny: list[str], tmp_path: Path) -> None:
 
 
 def test_anchor_fingerprint_tells_seeds_apart() -> None:
-    from ssl_syre.distributed import anchor_fingerprint
+    from ssl_syre.training.distributed import anchor_fingerprint
 
     a, b = build("simclr"), build("simclr")
     assert anchor_fingerprint(a.syre) == anchor_fingerprint(b.syre)

@@ -1,4 +1,4 @@
-"""ssl_syre.checkpoint.EpochCheckpoint: a checkpoint cadence that keeps last.ckpt current at
+"""ssl_syre.training.checkpoint.EpochCheckpoint: a checkpoint cadence that keeps last.ckpt current at
 the end of training and on Ctrl-C."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from ssl_syre.checkpoint import load_checkpoint
+from ssl_syre.training.checkpoint import load_checkpoint
 from tests.conftest import train_in_process
 
 QUICK = [
@@ -24,7 +24,7 @@ QUICK = [
 @pytest.mark.slow
 def test_cadence_writes_every_nth_epoch_and_last_at_the_end(tmp_path: Path, one_thread: None):
     written: list[tuple[str, int]] = []
-    from ssl_syre.checkpoint import AtomicCheckpointIO
+    from ssl_syre.training.checkpoint import AtomicCheckpointIO
 
     original = AtomicCheckpointIO.save_checkpoint
 
@@ -73,7 +73,7 @@ def test_resume_ignores_runtime_switches_and_keys_older_checkpoints_lack(tmp_pat
 
     from ssl_syre.config import load_config
     from ssl_syre.errors import UserError
-    from ssl_syre.resume import check_resumable
+    from ssl_syre.training.resume import check_resumable
 
     saved = OmegaConf.to_container(load_config(None, []), resolve=True)
     del saved["backbone"]["compile"]  # a checkpoint from before the key existed

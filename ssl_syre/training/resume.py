@@ -14,10 +14,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ssl_syre.checkpoint import load_checkpoint
 from ssl_syre.config import with_defaults
 from ssl_syre.errors import UserError
-from ssl_syre.run_dir import CONFIG, METRICS, run_dir_of
+from ssl_syre.training.checkpoint import load_checkpoint
+from ssl_syre.training.run_dir import CONFIG, METRICS, run_dir_of
 
 # Keys a resume may change: how far to train, on which hardware, where the data lives, and
 # the lr (a changed optimizer.lr takes effect from the resumed step on). Everything else

@@ -19,8 +19,8 @@ import torch
 
 from ssl_syre.errors import run_cli
 from ssl_syre.methods.base import SSLMethod
-from ssl_syre.pipeline import main
-from ssl_syre.run_dir import RUN_DIR_ENV
+from ssl_syre.training.pipeline import main
+from ssl_syre.training.run_dir import RUN_DIR_ENV
 from tests.test_reliability import (
     FAST,
     ForkedTrain,

@@ -23,7 +23,7 @@ from ssl_syre.export import (
     load_backbone,
     read_export_config,
 )
-from ssl_syre.run_dir import EXPORT, last_checkpoint, run_dir_of
+from ssl_syre.training.run_dir import EXPORT, last_checkpoint, run_dir_of
 
 # The Hub's rule for repository ids: owner/name, letters, digits, '-', '_', '.'.
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ssl_syre.errors import UserError
-from ssl_syre.run_dir import run_dir_of
+from ssl_syre.training.run_dir import run_dir_of
 
 # Write failures that the user fixes (space, quota, permissions, read-only disk).
 USER_FIXABLE_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}

@@ -11,7 +11,7 @@ import pytest
 
 from ssl_syre.config import load_config
 from ssl_syre.errors import UserError
-from ssl_syre.loggers import build_loggers, check_loggers_ready, wandb_offline
+from ssl_syre.training.loggers import build_loggers, check_loggers_ready, wandb_offline
 from tests.conftest import train_in_process
 
 

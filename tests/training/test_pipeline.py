@@ -247,8 +247,8 @@ def test_same_seed_same_metrics(tiny: list[str], tmp_path: Path) -> None:
 
 def test_quick_start_config_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     """`python train.py` without arguments trains what the README's quick start describes."""
-    from ssl_syre import pipeline
     from ssl_syre.config import load_config
+    from ssl_syre.training import pipeline
 
     trained = []
     monkeypatch.setattr(pipeline, "train", lambda cfg: trained.append(cfg) or ROOT)

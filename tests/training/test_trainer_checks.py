@@ -12,7 +12,7 @@ from torch import nn
 
 from ssl_syre.config import load_config
 from ssl_syre.errors import UserError
-from ssl_syre.pipeline import check_trainer
+from ssl_syre.training.pipeline import check_trainer
 from tests.conftest import TINY
 
 # Every precision value Lightning's Trainer declares, read from its signature.

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_syre.callbacks import OnlineLinearProbe
-from ssl_syre.checkpoint import load_checkpoint
+from ssl_syre.training.callbacks import OnlineLinearProbe
+from ssl_syre.training.checkpoint import load_checkpoint
 from tests.conftest import train_in_process
 
 

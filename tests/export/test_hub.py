@@ -17,7 +17,7 @@ from ssl_syre.config import load_config
 from ssl_syre.errors import UserError, run_cli
 from ssl_syre.export import export_backbone, load_backbone
 from ssl_syre.export.__main__ import main
-from ssl_syre.hub import check_hub_ready, check_repo_id, export_and_push, push_export
+from ssl_syre.export.hub import check_hub_ready, check_repo_id, export_and_push, push_export
 from tests.conftest import build_method
 
 
@@ -154,7 +154,7 @@ def test_train_with_push_to_hub_refuses_offline_before_the_run_directory(
 def test_a_push_that_fails_after_training_keeps_the_run(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from ssl_syre import pipeline
+    from ssl_syre.training import pipeline
     from tests.conftest import train_in_process
 
     monkeypatch.setattr(pipeline, "check_hub_ready", lambda repo: None)  # the network goes away

@@ -1,4 +1,4 @@
-"""Tests for ssl_syre.run_dir: where a run writes, and how its processes agree on the folder."""
+"""Tests for ssl_syre.training.run_dir: where a run writes, and how its processes agree on the folder."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from ssl_syre.config import load_config
 from ssl_syre.errors import UserError
-from ssl_syre.run_dir import (
+from ssl_syre.training.run_dir import (
     RUN_DIR_ENV,
     is_run_dir,
     last_checkpoint,

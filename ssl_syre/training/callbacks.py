@@ -432,7 +432,7 @@ class UmapEveryNEpochs(pl.Callback):
             return
         if trainer.is_global_zero:
             from ssl_syre.evaluation.umap_plot import umap_plot
-            from ssl_syre.loggers import log_figure
+            from ssl_syre.training.loggers import log_figure
 
             test = extract_features(pl_module.backbone, eval_loader(self.test, self.batch_size))
             figure = umap_plot(

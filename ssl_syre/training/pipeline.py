@@ -22,14 +22,6 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
-from ssl_syre.callbacks import (
-    LossProgressBar,
-    OnlineEvaluation,
-    OnlineLinearProbe,
-    ReseedEachEpoch,
-    UmapEveryNEpochs,
-)
-from ssl_syre.checkpoint import AtomicCheckpointIO, EpochCheckpoint
 from ssl_syre.config import DEFAULT_CONFIG, load_config
 from ssl_syre.data import (
     DataInfo,
@@ -42,7 +34,6 @@ from ssl_syre.data import (
     whole_split,
 )
 from ssl_syre.data.loaders import train_loader, training_device
-from ssl_syre.distributed import SyReAnchorCheck
 from ssl_syre.errors import UserError
 from ssl_syre.evaluation.features import split_features
 from ssl_syre.evaluation.report import evaluate_features, format_results
@@ -50,11 +41,20 @@ from ssl_syre.evaluation.symmetry import summary_of
 from ssl_syre.evaluation.symmetry_report import diagnose_method, write_report
 from ssl_syre.evaluation.umap_plot import check_umap_installed, write_umap
 from ssl_syre.export import export_backbone
-from ssl_syre.hub import check_hub_ready, push_export
-from ssl_syre.loggers import build_loggers, check_loggers_ready
+from ssl_syre.export.hub import check_hub_ready, push_export
 from ssl_syre.methods import METHODS, SSLMethod
-from ssl_syre.resume import check_resumable
-from ssl_syre.run_dir import (
+from ssl_syre.training.callbacks import (
+    LossProgressBar,
+    OnlineEvaluation,
+    OnlineLinearProbe,
+    ReseedEachEpoch,
+    UmapEveryNEpochs,
+)
+from ssl_syre.training.checkpoint import AtomicCheckpointIO, EpochCheckpoint
+from ssl_syre.training.distributed import SyReAnchorCheck
+from ssl_syre.training.loggers import build_loggers, check_loggers_ready
+from ssl_syre.training.resume import check_resumable
+from ssl_syre.training.run_dir import (
     CHECKPOINTS,
     CONFIG,
     EVAL_INDICES,

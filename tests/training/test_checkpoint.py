@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_syre.checkpoint import AtomicCheckpointIO, load_checkpoint
+from ssl_syre.training.checkpoint import AtomicCheckpointIO, load_checkpoint
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o027, 0o002, 0o077])

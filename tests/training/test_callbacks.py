@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from ssl_syre.callbacks import _MAIN, ReseedEachEpoch, epoch_seed
+from ssl_syre.training.callbacks import _MAIN, ReseedEachEpoch, epoch_seed
 
 
 def draws_after_epoch_start(epoch: int, rank: int, seed: int = 0) -> tuple[float, float, float]:
@@ -38,7 +38,7 @@ def test_rank_0_keeps_the_single_process_seed() -> None:
 def test_progress_bar_shows_the_loss_read_at_logging_steps() -> None:
     """The bar's loss is the method's host-side copy, not a progress-bar metric (which Lightning
     would read back from the device at every batch)."""
-    from ssl_syre.callbacks import LossProgressBar
+    from ssl_syre.training.callbacks import LossProgressBar
 
     trainer = SimpleNamespace(progress_bar_metrics={}, loggers=[], logger=None)
     module = SimpleNamespace(shown_loss=None)
