@@ -6,7 +6,7 @@ with a fixed step budget (trainer.max_steps: deterministic, unlike wall time). S
 sigma0 = 0 (`syre.enabled=false`): the same gamma, mode and update decaying toward 0, so an on
 cell and the off cell of its mode differ in the anchor alone. The script reads every run's
 metrics.json and writes mean +- std over seeds, each sigma0 minus off paired by seed, and per
-row the decay's mode and pull per step, as a markdown table into benchmarks/RESULTS.md (between
+row the decay's mode and pull per step, as a markdown table into its study page, benchmarks/results/ablation.md (between
 markers, so reruns replace it) and as JSON into benchmarks/results/. Finished cells are skipped
 unless --force, so an interrupted table resumes.
 
@@ -25,20 +25,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
+import cells  # benchmarks/cells.py, beside this script: the one cell runner
 import common_args  # benchmarks/common_args.py, beside this script
 from results_table import (
-    RESULTS_MD,
     cell_numbers,
     decay_of,
     fmt,
     paired_table,
+    study_page,
     summarize,
     summarize_rows,
     write_block,
@@ -119,7 +116,7 @@ def syre_overrides(mode: str, sigma0: float) -> list[str]:
     return ["syre.enabled=true", f"syre.mode={mode}", f"syre.sigma0={sigma0:g}"]
 
 
-def run_cell(
+def train_cell(
     method: str,
     mode: str,
     sigma0: float,
@@ -127,45 +124,24 @@ def run_cell(
     args: argparse.Namespace,
     max_steps: int,
 ) -> Path:
-    """Train one cell unless its metrics.json exists; return its run directory."""
-    output_dir = Path(args.output_dir) / args.scale
-    run_dir = output_dir / run_name(method, mode, sigma0, seed, max_steps)
-    if (run_dir / "metrics.json").is_file() and not args.force:
-        print(f"skip (done): {run_dir}", flush=True)
-        return run_dir
-    if run_dir.exists():  # --force, or a run interrupted before its metrics.json
-        shutil.rmtree(run_dir)
-    command = [
-        sys.executable,
-        str(ROOT / "train.py"),
-        str(CONFIGS / f"{method}.yaml"),
+    """Train one cell unless it is finished (benchmarks/cells.py); return its run directory."""
+    run_dir = Path(args.output_dir) / args.scale / run_name(method, mode, sigma0, seed, max_steps)
+    overrides = [
         *syre_overrides(mode, sigma0),
         f"seed={seed}",
-        f"output_dir={output_dir}",
-        f"run_name={run_dir.name}",
         f"trainer.max_steps={max_steps}",
         "export=false",
         *SCALES[args.scale]["overrides"],
         *args.set,
     ]
-    print("$ " + " ".join(command), flush=True)
-    if args.dry_run:
-        return run_dir
-    started = time.time()
-    log = output_dir / f"{run_dir.name}.log"
-    output_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    if args.threads:
-        # On a shared, loaded CPU, 2 OpenMP threads that spin-wait for each other can be 4x
-        # slower than one (measured here: see RESULTS.md), so the thread count is a knob.
-        env["OMP_NUM_THREADS"] = str(args.threads)
-    with log.open("w") as handle:
-        result = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        tail = log.read_text()[-2000:]
-        raise SystemExit(f"cell failed (exit {result.returncode}), log {log}:\n{tail}")
-    print(f"done in {time.time() - started:.0f} s: {run_dir}", flush=True)
-    return run_dir
+    return cells.run_cell(
+        run_dir,
+        CONFIGS / f"{method}.yaml",
+        overrides,
+        threads=args.threads,
+        force=args.force,
+        dry_run=args.dry_run,
+    )
 
 
 def collect(args: argparse.Namespace, max_steps: int) -> dict[str, Any]:
@@ -305,8 +281,9 @@ def write_results(table: dict[str, Any]) -> None:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     name = f"ablation_{table['scale']}_steps{table['max_steps']}"
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps(table, indent=2))
-    write_block(name, markdown(table))
-    print(f"wrote {RESULTS_DIR / (name + '.json')} and the {name} block of {RESULTS_MD}")
+    page = study_page(name, "ablation")
+    write_block(name, markdown(table), page)
+    print(f"wrote {RESULTS_DIR / (name + '.json')} and the {name} block of {page}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,7 +337,7 @@ def main() -> None:
             for method in args.method:
                 for mode in modes_of(method, args.modes):
                     for sigma0 in sigma0s:
-                        run_cell(method, mode, sigma0, seed, args, max_steps)
+                        train_cell(method, mode, sigma0, seed, args, max_steps)
     if args.dry_run:
         return
     table = collect(args, max_steps)

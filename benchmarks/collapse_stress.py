@@ -7,7 +7,7 @@ D ~ U[1 - d_eps, 1 + d_eps]). Within a mode every variant shares gamma and the u
 a variant and `off` differ in the anchor alone; across modes the pull per step differs
 (decoupled lr·γ, coupled lr·γ/(1 − momentum)), and the table says so per row. Reads every
 run's metrics.json and writes mean +- std over seeds, and each variant minus `off` paired by
-seed, as a markdown block in benchmarks/RESULTS.md (between markers) and as JSON; reloads the
+seed, as a markdown block in its study page under benchmarks/results/ (between markers) and as JSON; reloads the
 first seed's final checkpoint of each row and overlays the singular value spectra of the
 projector outputs and of the backbone features with `ssl_syre.evaluation.collapse.plot_spectra`.
 Finished runs are skipped unless --force, so an interrupted sweep resumes.
@@ -24,21 +24,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import cells  # benchmarks/cells.py, beside this script: the one cell runner
 import common_args  # benchmarks/common_args.py, beside this script
 import torch
 from results_table import (
-    RESULTS_MD,
     cell_numbers,
     decay_of,
     fmt,
     paired_table,
+    study_page,
     summarize_rows,
     write_block,
 )
@@ -74,7 +72,7 @@ def variant_label(variant: str) -> str:
 
 
 def shown_path(path: Path) -> str:
-    """Relative to the repository when inside it: no machine-specific paths in RESULTS.md."""
+    """Relative to the repository when inside it: no machine-specific paths in the results pages."""
     return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
@@ -84,34 +82,16 @@ def run_dir_of(mode: str, variant: str, seed: int, args: argparse.Namespace) -> 
 
 
 def train_variant(mode: str, variant: str, seed: int, args: argparse.Namespace) -> Path:
-    run_dir = run_dir_of(mode, variant, seed, args)
-    if (run_dir / "metrics.json").is_file() and not args.force:
-        print(f"skip (done): {run_dir}", flush=True)
-        return run_dir
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    command = [
-        sys.executable,
-        str(ROOT / "train.py"),
-        str(args.config),
+    """Train one run unless it is finished (benchmarks/cells.py); return its run directory."""
+    overrides = [
         *variant_overrides(variant),
         f"syre.mode={mode}",
         f"seed={seed}",
-        f"output_dir={args.output_dir}",
-        f"run_name={run_dir.name}",
         "export=false",
         *args.set,
     ]
-    print("$ " + " ".join(command), flush=True)
-    env = dict(os.environ)
-    if args.threads:
-        env["OMP_NUM_THREADS"] = str(args.threads)
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    with (Path(args.output_dir) / f"{run_dir.name}.log").open("w") as log:
-        result = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        raise SystemExit(f"run failed (exit {result.returncode}); see {log.name}")
-    return run_dir
+    run_dir = run_dir_of(mode, variant, seed, args)
+    return cells.run_cell(run_dir, args.config, overrides, threads=args.threads, force=args.force)
 
 
 def spectra_of(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -215,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     common_args.add_rerun(
         parser, force_help=None, collect_help="table and plots only", dry_run=False
     )
-    common_args.add_results(parser, RESULTS_MD, md_help="table goes here")
+    common_args.add_results(parser, md_help="table goes here (default: its study page)")
     return parser
 
 
@@ -277,7 +257,7 @@ def main() -> None:
         )
     )
     table = markdown(args, rows)
-    write_block(args.tag, table, args.results_md)
+    write_block(args.tag, table, args.results_md or study_page(args.tag, "collapse_stress"))
     print(table)
 
 

@@ -102,9 +102,8 @@ def add_rerun(
     parser.add_argument("--collect-only", action="store_true", help=collect_help)
 
 
-def add_results(
-    parser: argparse.ArgumentParser, results_md: Path, md_help: str | None = None
-) -> None:
-    """--results (the JSON folder) and --results-md (the markdown file the table goes into)."""
+def add_results(parser: argparse.ArgumentParser, md_help: str | None = None) -> None:
+    """--results (the JSON folder) and --results-md (the markdown page the table goes into;
+    default: the study's page under benchmarks/results/, results_table.study_page)."""
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--results-md", type=Path, default=results_md, help=md_help)
+    parser.add_argument("--results-md", type=Path, default=None, help=md_help)

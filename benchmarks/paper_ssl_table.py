@@ -13,7 +13,7 @@ value (test split, `ssl_syre.evaluation.collapse.low_rankness`), RankMe of the p
 output, linear probe on the projector output and on the backbone, and the weight
 diagnostics' totals (`metrics.json["symmetry"]`, `python -m ssl_syre.diagnose`). The paper's
 numbers are printed beside. Each cell is one `train.py` run; finished cells are skipped, so an
-interrupted table resumes. The markdown goes into benchmarks/RESULTS.md between markers.
+interrupted table resumes. The markdown goes into benchmarks/results/paper_ssl_table.md between markers.
 
 Run:
   python benchmarks/paper_ssl_table.py --scale cpu --threads 1    # Fashion-MNIST, test_resnet
@@ -27,14 +27,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import cells  # benchmarks/cells.py, beside this script: the one cell runner
 import common_args  # benchmarks/common_args.py, beside this script
-from results_table import RESULTS_MD, cell_numbers, decay_of, fmt, paired_table, summarize_rows
+from results_table import (
+    cell_numbers,
+    decay_of,
+    fmt,
+    paired_table,
+    study_page,
+    summarize_rows,
+)
 from results_table import write_block as write_markdown_block
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,42 +110,16 @@ def run_dir_of(arm: str, seed: int, args: argparse.Namespace) -> Path:
 
 
 def train_cell(arm: str, seed: int, args: argparse.Namespace) -> Path:
-    """Train one cell unless its metrics.json exists; return its run directory."""
-    run_dir = run_dir_of(arm, seed, args)
-    if (run_dir / "metrics.json").is_file() and not args.force:
-        print(f"skip (done): {run_dir}", flush=True)
-        return run_dir
-    if run_dir.exists():  # --force, or a run interrupted before its metrics.json
-        shutil.rmtree(run_dir)
-    command = [
-        sys.executable,
-        str(ROOT / "train.py"),
-        str(CONFIG),
-        *ARMS[arm][1],
-        *COMMON,
-        *SCALES[args.scale],
-        f"seed={seed}",
-        f"output_dir={run_dir.parent}",
-        f"run_name={run_dir.name}",
-        *args.set,
-    ]
-    print("$ " + " ".join(command), flush=True)
-    if args.dry_run:
-        return run_dir
-    env = dict(os.environ)
-    if args.threads:
-        env["OMP_NUM_THREADS"] = str(args.threads)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    log = run_dir.parent / f"{run_dir.name}.log"
-    with log.open("w") as handle:
-        done = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        text = log.read_text()
-        errors = [line for line in text.splitlines() if line.startswith("error:")]
-        if errors:  # a UserError (e.g. CIFAR-100 offline): its one line is the message
-            raise SystemExit(f"{errors[-1]} (cell {run_dir.name}, log {log})")
-        raise SystemExit(f"cell failed (exit {done.returncode}), log {log}:\n{text[-2000:]}")
-    return run_dir
+    """Train one cell unless it is finished (benchmarks/cells.py); return its run directory."""
+    overrides = [*ARMS[arm][1], *COMMON, *SCALES[args.scale], f"seed={seed}", *args.set]
+    return cells.run_cell(
+        run_dir_of(arm, seed, args),
+        CONFIG,
+        overrides,
+        threads=args.threads,
+        force=args.force,
+        dry_run=args.dry_run,
+    )
 
 
 def projector_low_rank(run_dir: Path) -> dict[str, float]:
@@ -264,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     common_args.add_seeds(parser)
     common_args.add_sweep(parser, "paper_ssl_table")
     common_args.add_rerun(parser)
-    common_args.add_results(parser, RESULTS_MD)
+    common_args.add_results(parser)
     return parser
 
 
@@ -290,9 +270,10 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{name}.json").write_text(json.dumps(table, indent=2))
     text = markdown(table)
-    write_markdown_block(name, text, args.results_md)
+    page = args.results_md or study_page(name, "paper_ssl_table")
+    write_markdown_block(name, text, page)
     print(text)
-    print(f"wrote {args.results / (name + '.json')} and the {name} block of {args.results_md}")
+    print(f"wrote {args.results / (name + '.json')} and the {name} block of {page}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""Shared by the benchmark scripts: one run's numbers, mean +- std over seeds, RESULTS.md blocks.
+"""Shared by the benchmark scripts: one run's numbers, mean +- std over seeds, study-page blocks.
 
-Every table in benchmarks/RESULTS.md that a script writes sits between
-`<!-- name:begin -->` and `<!-- name:end -->` markers, so a rerun replaces its own block and
-leaves the hand-written text around it alone.
+Every table a script writes sits in its study's page (benchmarks/results/<study>.md, indexed
+by benchmarks/RESULTS.md) between `<!-- name:begin -->` and `<!-- name:end -->` markers, so a
+rerun replaces its own block and leaves the hand-written text around it alone.
 """
 
 from __future__ import annotations
@@ -11,7 +11,16 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
+RESULTS_PAGES = Path(__file__).resolve().parent / "results"
+
+
+def study_page(name: str, study: str) -> Path:
+    """The page that holds the `name` block, else the study's own page results/<study>.md."""
+    begin = f"<!-- {name}:begin -->"
+    for page in sorted(RESULTS_PAGES.glob("*.md")):
+        if begin in page.read_text():
+            return page
+    return RESULTS_PAGES / f"{study}.md"
 
 
 def pick(records: list[dict[str, Any]], **where: Any) -> dict[str, Any] | None:
@@ -102,8 +111,8 @@ def fmt(stats: dict[str, float] | None, digits: int = 1) -> str:
     return f"{stats['mean']:.{digits}f}"
 
 
-def write_block(name: str, markdown: str, results_md: Path = RESULTS_MD) -> None:
-    """Replace (or append) the `name` block of RESULTS.md with `markdown`."""
+def write_block(name: str, markdown: str, results_md: Path) -> None:
+    """Replace (or append) the `name` block of the page `results_md` with `markdown`."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     block = f"{begin}\n{markdown}\n{end}"
     text = results_md.read_text() if results_md.is_file() else "# Benchmark results\n"

@@ -295,14 +295,16 @@ def test_dynamic_parser_defaults_are_what_the_golden_file_names() -> None:
 
 
 def _documented_commands() -> list[tuple[str, list[str]]]:
-    """Every `python benchmarks/NAME.py ...` in RESULTS.md, README.md and docs/: (NAME, args).
+    """Every `python benchmarks/NAME.py ...` in RESULTS.md, its study pages, README.md and docs/:
+    (NAME, args).
 
     Inline code spans may wrap across lines; code-block lines may continue with a backslash.
     Shell comments, pipes, redirections and chained commands are cut off; `[--flag]` is read as
     the optional flag it marks.
     """
     commands = []
-    for path in [ROOT / "benchmarks" / "RESULTS.md", ROOT / "README.md", *ROOT.glob("docs/*.md")]:
+    pages = [ROOT / "benchmarks" / "RESULTS.md", *sorted(ROOT.glob("benchmarks/results/*.md"))]
+    for path in [*pages, ROOT / "README.md", *ROOT.glob("docs/*.md")]:
         text = path.read_text()
         found = re.findall(r"`(python benchmarks/[^`]+)`", text, flags=re.S)
         for block in re.findall(r"```[^\n]*\n(.*?)```", text, flags=re.S):
@@ -338,3 +340,45 @@ def test_documented_benchmark_command_parses(script: str, args: list[str]) -> No
     for flag in flags:  # spelled out in full, not an abbreviation argparse happens to expand
         assert flag in parser._option_string_actions, f"{script}: {flag}"
         assert parser._option_string_actions[flag].dest in vars(parsed)
+
+
+def test_cell_runner_skips_finished_cells_and_reports_a_run_error_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import cells
+
+    finished = tmp_path / "done"
+    finished.mkdir()
+    (finished / "metrics.json").write_text("{}")
+    assert cells.run_cell(finished, "unused.yaml", []) == finished
+    assert "skip (done)" in capsys.readouterr().out
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "leftover").write_text("x")
+    # dry run: the command is printed, the broken directory is not touched yet
+    cells.run_cell(broken, "c.yaml", ["seed=3"], dry_run=True)
+    printed = capsys.readouterr().out
+    assert "seed=3" in printed and f"run_name={broken.name}" in printed
+    assert (broken / "leftover").exists()
+    with pytest.raises(SystemExit) as stop:  # a config that does not exist: train.py's error line
+        cells.run_cell(broken, tmp_path / "missing.yaml", [], threads=1)
+    message = str(stop.value)
+    assert message.startswith("error:") and "missing.yaml" in message and "broken.log" in message
+    assert not (broken / "leftover").exists()  # the broken cell was cleared before training
+
+
+def test_study_tables_go_to_the_page_that_holds_their_block() -> None:
+    assert results_table.study_page("ablation_cpu_small_steps100", "x").name == "ablation.md"
+    assert results_table.study_page("stress_vicreg", "x").name == "anti_collapse_terms.md"
+    assert results_table.study_page("no_such_block", "collapse_stress").name == "collapse_stress.md"
+
+
+def test_results_index_is_short_and_links_every_study_page() -> None:
+    index = (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    assert len(index) <= 12_000
+    pages = sorted(p.name for p in (ROOT / "benchmarks" / "results").glob("*.md"))
+    assert pages, "no study pages"
+    for page in pages:
+        assert f"results/{page}" in index, f"RESULTS.md does not link {page}"
+    for link in re.findall(r"\]\(([^)#]+\.md)", index):
+        assert (ROOT / "benchmarks" / link).is_file(), link

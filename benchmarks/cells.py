@@ -1,0 +1,68 @@
+"""The one cell runner of the study scripts (ablation, collapse_stress, paper_ssl_table).
+
+A cell is one `train.py` run in its own run directory. A finished cell (its metrics.json
+exists) is skipped on a rerun, so an interrupted study resumes; a broken one (a directory
+without metrics.json) is cleared and trained again; `force` retrains every cell. Each cell's
+output goes to `<run directory>.log` beside it, and a failure is reported in one line: the
+run's own `error:` line when it printed one (a missing data set, say), else the log's tail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cell(
+    run_dir: Path,
+    config: Path | str,
+    overrides: list[str],
+    *,
+    threads: int | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+) -> Path:
+    """Train `config` with `overrides` into `run_dir` unless it is finished; return `run_dir`.
+
+    `output_dir` and `run_name` are set from `run_dir`; `threads` sets OMP_NUM_THREADS for the
+    cell (on a shared CPU, two OpenMP threads that spin-wait for each other can be slower than
+    one: benchmarks/results/conditions.md).
+    """
+    if (run_dir / "metrics.json").is_file() and not force:
+        print(f"skip (done): {run_dir}", flush=True)
+        return run_dir
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        str(config),
+        *overrides,
+        f"output_dir={run_dir.parent}",
+        f"run_name={run_dir.name}",
+    ]
+    print("$ " + " ".join(command), flush=True)
+    if dry_run:
+        return run_dir
+    if run_dir.exists():  # force, or a run interrupted before its metrics.json
+        shutil.rmtree(run_dir)
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    log = run_dir.parent / f"{run_dir.name}.log"
+    started = time.time()
+    with log.open("w") as handle:
+        done = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        text = log.read_text()
+        errors = [line for line in text.splitlines() if line.startswith("error:")]
+        if errors:  # a UserError: its one line is the message
+            raise SystemExit(f"{errors[-1]} (cell {run_dir.name}, log {log})")
+        raise SystemExit(f"cell failed (exit {done.returncode}), log {log}:\n{text[-2000:]}")
+    print(f"done in {time.time() - started:.0f} s: {run_dir}", flush=True)
+    return run_dir
