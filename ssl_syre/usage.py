@@ -16,13 +16,15 @@ from typing import Any
 from ssl_syre.config import Config, _type_name
 
 USAGE = """\
-usage: python train.py [CONFIG.yaml] [dotted.key=value ...] [--debug]
-       ssl-syre-train  [CONFIG.yaml] [dotted.key=value ...] [--debug]   (pip install -e .)
+usage: python train.py [CONFIG.yaml ...] [dotted.key=value ...] [--debug]
+       ssl-syre-train  [CONFIG.yaml ...] [dotted.key=value ...] [--debug]   (pip install -e .)
 
 Pre-train an encoder with SSL (+ SyRe), evaluate it and export its backbone for timm.
-CONFIG.yaml defaults to configs/default.yaml (the quick start) where it exists; dotted
-overrides (data.batch_size=128, "loggers=[csv,wandb]") go on top. --debug shows tracebacks.
-Evaluate or export a run with ssl-syre-knn, ssl-syre-linear, ssl-syre-export (each --help).
+CONFIG.yaml defaults to configs/default.yaml (the quick start) where it exists; several files
+merge in order; dotted overrides (data.batch_size=128, "loggers=[csv,wandb]") go on top.
+resume=RUN alone continues RUN with its saved config. --debug shows tracebacks.
+Evaluate, diagnose or export a run with ssl-syre-knn, ssl-syre-linear, ssl-syre-diagnose,
+ssl-syre-export (each --help).
 
 config keys (type = default):"""
 

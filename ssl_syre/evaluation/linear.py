@@ -52,11 +52,9 @@ def linear_probe(
     Deterministic given ``seed``.
 
     Args:
-        train_features: Train features, shape (N, D), torch or numpy.
-        train_labels: Train labels in [0, num_classes), shape (N,).
-        test_features: Test features, shape (M, D).
-        test_labels: Test labels in [0, num_classes), shape (M,).
-        num_classes: Number of classes.
+        train_features, train_labels, test_features, test_labels, num_classes: the
+            features (N, D) and (M, D), torch or numpy, and their labels in
+            [0, num_classes), as for ``ssl_syre.evaluation.knn.knn_classify``.
         epochs: Passes over the train features.
         batch_size: Features per optimiser step.
         lr: Peak learning rate of AdamW; ``None`` means 2e-3.

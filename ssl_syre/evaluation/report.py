@@ -168,28 +168,30 @@ def format_results(results: dict[str, Records]) -> str:
 
     top5 means top-min(5, classes), as in the records.
     """
+    # (section, header, row): the header's and a row's columns line up
+    sections = [
+        (
+            "knn",
+            f"{'kNN (cosine, weighted)':<28}{'k':>5}{'t':>7}{'top1':>9}{'top5':>9}",
+            lambda r: f"{r['k']:>5}{r['t']:>7g}{_percent(r['top1']):>9}{_percent(r['top5']):>9}",
+        ),
+        (
+            "linear_probe",
+            f"{'linear probe':<28}{'epochs':>12}{'top1':>9}{'top5':>9}",
+            lambda r: f"{r.get('epochs', ''):>12}{_percent(r['top1']):>9}{_percent(r['top5']):>9}",
+        ),
+        (
+            "collapse",
+            f"{'collapse':<28}{'dim':>6}{'RankMe':>9}{'low-rank':>10}{'dead':>9}",
+            lambda r: f"{r['dim']:>6}{r['rankme']:>9.1f}"
+            f"{_percent(r['low_rankness'], 1):>10}{_percent(r['dead_units'], 1):>9}",
+        ),
+    ]
     lines = []
-    if results.get("knn"):
-        lines.append(f"{'kNN (cosine, weighted)':<28}{'k':>5}{'t':>7}{'top1':>9}{'top5':>9}")
-        for r in results["knn"]:
-            lines.append(
-                f"  {r['features']:<26}{r['k']:>5}{r['t']:>7g}"
-                f"{_percent(r['top1']):>9}{_percent(r['top5']):>9}"
-            )
-    if results.get("linear_probe"):
-        lines.append(f"{'linear probe':<28}{'epochs':>12}{'top1':>9}{'top5':>9}")
-        for r in results["linear_probe"]:
-            lines.append(
-                f"  {r['features']:<26}{r.get('epochs', ''):>12}"
-                f"{_percent(r['top1']):>9}{_percent(r['top5']):>9}"
-            )
-    if results.get("collapse"):
-        lines.append(f"{'collapse':<28}{'dim':>6}{'RankMe':>9}{'low-rank':>10}{'dead':>9}")
-        for r in results["collapse"]:
-            lines.append(
-                f"  {r['features']:<26}{r['dim']:>6}{r['rankme']:>9.1f}"
-                f"{_percent(r['low_rankness'], 1):>10}{_percent(r['dead_units'], 1):>9}"
-            )
+    for key, header, row in sections:
+        if results.get(key):
+            lines.append(header)
+            lines += [f"  {r['features']:<26}{row(r)}" for r in results[key]]
     return "\n".join(lines)
 
 

@@ -214,8 +214,10 @@ def train(cfg: DictConfig) -> Path:
         check_resumable(last_checkpoint(run_dir), cfg)
     sets_env = RUN_DIR_ENV not in os.environ  # cleared after fit, so a next train() starts anew
     os.environ[RUN_DIR_ENV] = str(run_dir)
-    if not cfg.resume and rank_zero_only.rank == 0:
-        (run_dir / CONFIG).write_text(OmegaConf.to_yaml(cfg))
+    if rank_zero_only.rank == 0:  # a resume records what the run now is (max_steps, lr, ...)
+        partial = run_dir / f".{CONFIG}.partial"
+        partial.write_text(OmegaConf.to_yaml(cfg))
+        os.replace(partial, run_dir / CONFIG)  # whole or not at all
 
     # Order (and worker seeds) from (seed, epoch) alone: a resumed run replays the same epochs.
     loader, sampler = train_loader(
@@ -475,7 +477,19 @@ def main(argv: list[str]) -> Path | None:
         print(train_help())
         return None
     paths, overrides = parse_args(argv)
-    if not paths and DEFAULT_CONFIG.is_file():
-        paths = [str(DEFAULT_CONFIG)]
+    if not paths:
+        paths = [str(base)] if (base := base_config(overrides)) else []
     cfg = load_config(paths, overrides)
     return train(cfg)
+
+
+def base_config(overrides: list[str]) -> Path | None:
+    """The config a command without a CONFIG.yaml starts from: the resumed run's own
+    config.yaml for `resume=RUN` (so `resume=RUN trainer.max_steps=N` is the whole command),
+    else configs/default.yaml where it exists."""
+    resume = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "resume"]
+    if resume and resume[-1] not in ("", "null", "None"):
+        saved = Path(resume[-1]) / CONFIG
+        if saved.is_file():
+            return saved
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None

@@ -117,6 +117,24 @@ def test_a_resume_may_train_longer_with_another_lr_and_device_settings(
     assert json.loads((run / "metrics.json").read_text())["run"]["epochs"] == 3
 
 
+@pytest.mark.slow
+def test_resume_alone_takes_the_runs_config_and_records_what_the_run_now_is(
+    quick_start: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`resume=RUN trainer.max_epochs=3` is the whole command: no config file, no repeated
+    settings; afterwards config.yaml says 3 epochs, so `python train.py RUN/config.yaml`
+    reproduces the longer run."""
+    run = tmp_path / "done"
+    shutil.copytree(quick_start, run)
+    assert "max_epochs: 2" in (run / "config.yaml").read_text()
+    code, stderr = cli(capsys, f"resume={run}", "trainer.max_epochs=3")
+    assert code == 0, stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["run"]["epochs"] == 3
+    saved = (run / "config.yaml").read_text()
+    assert "max_epochs: 3" in saved and "max_epochs: 2" not in saved
+    assert not list(run.glob(".*partial"))
+
+
 # ---------------------------------------------------------------------------------------------
 # Every stop resumes bitwise
 
