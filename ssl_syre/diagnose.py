@@ -23,6 +23,7 @@ from ssl_syre.data import build_eval_datasets, data_info
 from ssl_syre.errors import UserError, run_cli
 from ssl_syre.evaluation.cli import check_writable
 from ssl_syre.evaluation.symmetry import (
+    BN_STATISTICS,
     DEAD_TOLERANCE,
     DUPLICATE_TOLERANCE,
     SymmetryReport,
@@ -56,6 +57,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dead-tolerance", type=float, default=DEAD_TOLERANCE)
     parser.add_argument("--duplicate-tolerance", type=float, default=DUPLICATE_TOLERANCE)
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    parser.add_argument(
+        "--bn-statistics",
+        choices=BN_STATISTICS,
+        default="batch",
+        help="BatchNorm statistics of the activation and feature measures: batch (as in "
+        "training, the default) or running (as the kNN and the end-of-run collapse table)",
+    )
     return parser.parse_intermixed_args(argv)
 
 
@@ -126,6 +134,7 @@ def diagnose(argv: list[str]) -> dict[str, Any]:
         anchors=anchors,
         dead_tolerance=args.dead_tolerance,
         duplicate_tolerance=args.duplicate_tolerance,
+        bn_statistics=args.bn_statistics,
     )
     payload = {
         "evaluated": {

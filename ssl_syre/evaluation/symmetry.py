@@ -36,6 +36,8 @@ from ssl_syre.evaluation.collapse import low_rankness, rankme
 
 # Relative thresholds on singular values (share of σ_k below t·σ_1).
 LOW_RANK_THRESHOLDS = (1e-2, 1e-3, 1e-4)
+# Which BatchNorm statistics the activation and feature measures run on (diagnose_model).
+BN_STATISTICS = ("running", "batch")
 # A unit is dead when its incoming weight norm is below this share of the layer's largest.
 DEAD_TOLERANCE = 1e-3
 # Two units are duplicates when the cosine of their incoming weights (and bias) is >= 1 - this.
@@ -307,6 +309,7 @@ def diagnose_model(
     thresholds: tuple[float, ...] = LOW_RANK_THRESHOLDS,
     dead_tolerance: float = DEAD_TOLERANCE,
     duplicate_tolerance: float = DUPLICATE_TOLERANCE,
+    bn_statistics: str = "batch",
 ) -> SymmetryReport:
     """Dead, duplicated and low-rank units of every conv and linear layer of `model` [0].
 
@@ -314,7 +317,7 @@ def diagnose_model(
         model: A module, or an SSL method (its trained parts; its backbone's stages and its
             projector output are measured too).
         batch: Real inputs (N, C, H, W) for the activation and feature measures; None gives
-            the weight measures alone. Run in eval mode (BatchNorm on running statistics).
+            the weight measures alone. Run in eval mode.
         anchors: SyRe's anchors by parameter name (`SyRe.anchors`, or the checkpoint's
             `syre.anchors`) for each layer's distance ‖w − θ0‖ / ‖θ0‖; None or empty: none.
         forward: What to run on `batch`; default: backbone then `project` for an SSL
@@ -322,6 +325,11 @@ def diagnose_model(
         thresholds: Relative singular value thresholds of the low-rank shares.
         dead_tolerance: A unit is dead when ‖w_i‖ <= this x max_j ‖w_j‖ in its layer.
         duplicate_tolerance: Units are duplicates when cos(w_i, w_j) >= 1 - this.
+        bn_statistics: "batch" (default): BatchNorm on `batch`'s own statistics, as in
+            training, so that a model whose running statistics were never calibrated (a fresh
+            one) does not read as having dead units; "running": on its running statistics,
+            the protocol of the kNN, linear probe and end-of-run collapse table. The running
+            statistics are left as they were either way.
 
     Returns:
         A SymmetryReport; `to_json()` is what `python -m ssl_syre.diagnose --json` writes.
@@ -332,8 +340,12 @@ def diagnose_model(
         for name, layer in layers
     ]
     features: list[dict[str, Any]] = []
+    if bn_statistics not in BN_STATISTICS:
+        raise ValueError(f"bn_statistics={bn_statistics!r}; choose from {BN_STATISTICS}")
     if batch is not None:
-        features = _run_batch(model, layers, records, batch, forward, thresholds)
+        features = _run_batch(
+            model, layers, records, batch, forward, thresholds, bn_statistics == "batch"
+        )
     return SymmetryReport(
         layers=records,
         features=features,
@@ -343,6 +355,7 @@ def diagnose_model(
             "duplicate_cosine": 1.0 - duplicate_tolerance,
             "thresholds": [f"{t:g}" for t in thresholds],
             "samples": None if batch is None else int(len(batch)),
+            "bn_statistics": bn_statistics,
         },
     )
 
@@ -354,6 +367,7 @@ def _run_batch(
     batch: Tensor,
     forward: Callable[[Tensor], Any] | None,
     thresholds: tuple[float, ...],
+    batch_statistics: bool,
 ) -> list[dict[str, Any]]:
     backbone = getattr(model, "backbone", model)
     prefix = "backbone." if backbone is not model else ""
@@ -373,10 +387,9 @@ def _run_batch(
         for m in norms
     ]
     model.eval()
-    # BatchNorm on the batch's statistics, as in training, with momentum 0 so that the
-    # running statistics stay as they are: a fresh model's uncalibrated running statistics
-    # would otherwise read as dead units; a trained model's batch statistics match them.
-    for module in norms:
+    # With batch statistics: BatchNorm in training mode with momentum 0, so that the running
+    # statistics stay as they are.
+    for module in norms if batch_statistics else []:
         module.train()
         module.momentum = 0.0
     weight = next(model.parameters())

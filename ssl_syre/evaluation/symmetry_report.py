@@ -48,7 +48,12 @@ def format_report(report: SymmetryReport) -> str:
             + f" {distance:>9}"
         )
     if report.features:
-        lines += ["", f"Features ({settings['samples']} inputs, mean over positions)"]
+        statistics = settings.get("bn_statistics", "batch")
+        lines += [
+            "",
+            f"Features ({settings['samples']} inputs, mean over positions, "
+            f"BatchNorm on {statistics} statistics)",
+        ]
         head = f"{'stage':<36} {'dim':>5} {'RankMe':>8} " + " ".join(
             f"{'<' + t:>7}" for t in thresholds
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import timm
 import torch
 import torch.nn.functional as F
@@ -153,3 +154,29 @@ def test_table_json_and_picture(tmp_path, one_thread: None) -> None:
     assert summary["dead_units"] == 2 and summary["duplicated_units"] == 3
     # Pooled over every layer's min(out, fan_in) directions: 16 + 32 + 32 + 64.
     assert summary["low_rank_0.001"] == (5 + 56) / (16 + 32 + 32 + 64)
+
+
+def test_running_statistics_are_what_evaluation_sees_and_the_report_says_which(
+    one_thread: None,
+) -> None:
+    """bn_statistics="running" measures the features of model.eval() (the kNN's and the
+    collapse table's protocol); "batch" those of training-mode BatchNorm; both say so and
+    leave the running statistics as they were."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten())
+    norm = model[1]
+    norm.running_mean.fill_(5.0)  # far from the batch's own mean: the two protocols differ
+    batch = torch.randn(16, 3, 6, 6)
+    before = norm.running_mean.clone()
+    running = diagnose_model(model, batch, bn_statistics="running")
+    batched = diagnose_model(model, batch, bn_statistics="batch")
+    assert torch.equal(norm.running_mean, before)
+    conv_running = next(r for r in running.layers if r["name"] == "0")
+    conv_batched = next(r for r in batched.layers if r["name"] == "0")
+    # running mean 5 shifts every pre-activation far below 0: all units never positive
+    assert conv_running["dead_activations"] == 8 and conv_batched["dead_activations"] == 0
+    assert "BatchNorm on running statistics" in format_report(running)
+    assert "BatchNorm on batch statistics" in format_report(batched)
+    assert running.settings["bn_statistics"] == "running"
+    with pytest.raises(ValueError, match="bn_statistics"):
+        diagnose_model(model, batch, bn_statistics="train")
