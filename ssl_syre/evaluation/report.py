@@ -183,8 +183,10 @@ def format_results(results: dict[str, Records]) -> str:
         (
             "collapse",
             f"{'collapse':<28}{'dim':>6}{'RankMe':>9}{'low-rank':>10}{'dead':>9}",
-            lambda r: f"{r['dim']:>6}{r['rankme']:>9.1f}"
-            f"{_percent(r['low_rankness'], 1):>10}{_percent(r['dead_units'], 1):>9}",
+            lambda r: (
+                f"{r['dim']:>6}{r['rankme']:>9.1f}"
+                f"{_percent(r['low_rankness'], 1):>10}{_percent(r['dead_units'], 1):>9}"
+            ),
         ),
     ]
     lines = []
