@@ -199,3 +199,24 @@ def format_results(results: dict[str, Records]) -> str:
 
 def _percent(fraction: float, digits: int = 2) -> str:
     return f"{100 * fraction:.{digits}f}%"
+
+
+def summary_metrics(
+    results: dict[str, Records], symmetry: dict[str, Any] | None = None
+) -> dict[str, float]:
+    """The final evaluation as flat numbers for the loggers, so runs compare in W&B, MLflow or
+    TensorBoard by their results: `final/knn_top1/<features>_k<k>`, `final/linear_top1/<features>`,
+    `final/rankme/<features>`, `final/low_rankness/<features>`, `final/dead_units/<features>`
+    and the weight diagnostics' totals as `final/symmetry/<name>` (accuracies in [0, 1])."""
+    summary: dict[str, float] = {}
+    for r in results.get("knn", []):
+        summary[f"final/knn_top1/{r['features']}_k{r['k']}"] = float(r["top1"])
+    for r in results.get("linear_probe", []):
+        summary[f"final/linear_top1/{r['features']}"] = float(r["top1"])
+    for r in results.get("collapse", []):
+        for key in ("rankme", "low_rankness", "dead_units"):
+            summary[f"final/{key}/{r['features']}"] = float(r[key])
+    for key, value in (symmetry or {}).items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            summary[f"final/symmetry/{key}"] = float(value)
+    return summary

@@ -212,3 +212,10 @@ def log_figure(loggers: list[Logger], key: str, figure: Figure, step: int) -> No
             logger.log_image(key, [pixels], step=step)
         elif isinstance(logger, pl_loggers.MLFlowLogger):
             logger.experiment.log_figure(logger.run_id, figure, f"{key}/step{step:07d}.png")
+
+
+def log_summary(loggers: list[Logger], summary: dict[str, float], step: int) -> None:
+    """Send the run's final results to every logger after training (each flushed at once)."""
+    for logger in loggers:
+        logger.log_metrics(summary, step=step)
+        logger.save()

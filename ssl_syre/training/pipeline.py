@@ -36,7 +36,7 @@ from ssl_syre.data import (
 from ssl_syre.data.loaders import train_loader, training_device
 from ssl_syre.errors import UserError
 from ssl_syre.evaluation.features import split_features
-from ssl_syre.evaluation.report import evaluate_features, format_results
+from ssl_syre.evaluation.report import evaluate_features, format_results, summary_metrics
 from ssl_syre.evaluation.symmetry import summary_of
 from ssl_syre.evaluation.symmetry_report import diagnose_method, write_report
 from ssl_syre.evaluation.umap_plot import check_umap_installed, write_umap
@@ -52,7 +52,7 @@ from ssl_syre.training.callbacks import (
 )
 from ssl_syre.training.checkpoint import AtomicCheckpointIO, EpochCheckpoint
 from ssl_syre.training.distributed import SyReAnchorCheck
-from ssl_syre.training.loggers import build_loggers, check_loggers_ready
+from ssl_syre.training.loggers import build_loggers, check_loggers_ready, log_summary
 from ssl_syre.training.resume import check_resumable
 from ssl_syre.training.run_dir import (
     CHECKPOINTS,
@@ -313,7 +313,10 @@ def train(cfg: DictConfig) -> Path:
             "learning_rate_segments": [list(segment) for segment in model.lr_segments],
             "syre_anchor_fingerprints": anchor_check.fingerprints if anchor_check else [],
         }
-        finish(cfg, model, info, eval_train, eval_test, run_dir, online, started, distributed)
+        summary = finish(
+            cfg, model, info, eval_train, eval_test, run_dir, online, started, distributed
+        )
+        log_summary(trainer.loggers, summary, model.global_step)
     return run_dir
 
 
@@ -327,8 +330,9 @@ def finish(
     online: OnlineEvaluation | None,
     started: float,
     distributed: dict[str, Any],
-) -> None:
-    """Final evaluation on cached features, metrics.json, spectrum plot and export (rank 0)."""
+) -> dict[str, float]:
+    """Final evaluation on cached features, metrics.json, spectrum plot and export (rank 0);
+    returns the results as flat numbers for the loggers (`summary_metrics`)."""
     device = (
         "cuda" if torch.cuda.is_available() and cfg.trainer.get("accelerator") != "cpu" else "cpu"
     )
@@ -396,6 +400,7 @@ def finish(
     if export_dir is not None and cfg.export.push_to_hub:
         url = push_export(export_dir, cfg.export.push_to_hub, cfg.export.private)
         print(f"pushed the export to the Hugging Face Hub: {url}")
+    return summary_metrics(results, metrics["symmetry"])
 
 
 def check_tools(cfg: DictConfig) -> None:

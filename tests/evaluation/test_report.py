@@ -83,3 +83,29 @@ def test_format_results_prints_each_part_and_skips_missing_ones() -> None:
     assert "linear probe" not in text and "collapse" not in text
     assert format_results({}) == ""
     assert format_results({"knn": [], "linear_probe": [], "collapse": []}) == ""
+
+
+def test_summary_metrics_flatten_every_final_number_for_the_loggers() -> None:
+    from ssl_syre.evaluation.report import summary_metrics
+
+    results = {
+        "knn": [
+            {"features": "backbone", "k": 20, "top1": 0.8, "top5": 0.99},
+            {"features": "raw_pixels", "k": 20, "top1": 0.7, "top5": 0.98},
+        ],
+        "linear_probe": [{"features": "backbone", "top1": 0.75, "top5": 0.97}],
+        "collapse": [
+            {"features": "backbone", "rankme": 40.0, "low_rankness": 0.1, "dead_units": 0.0}
+        ],
+    }
+    summary = summary_metrics(results, {"dead_units": 3, "layers": 5, "fingerprint": "x"})
+    assert summary == {
+        "final/knn_top1/backbone_k20": 0.8,
+        "final/knn_top1/raw_pixels_k20": 0.7,
+        "final/linear_top1/backbone": 0.75,
+        "final/rankme/backbone": 40.0,
+        "final/low_rankness/backbone": 0.1,
+        "final/dead_units/backbone": 0.0,
+        "final/symmetry/dead_units": 3.0,
+        "final/symmetry/layers": 5.0,
+    }

@@ -163,6 +163,9 @@ def test_every_logger_gets_the_same_metrics_offline(
         "syre/distance_to_anchor/backbone",
     }
     assert expected <= csv_keys
+    # The final evaluation reaches every logger as the run's summary (not only the curves).
+    assert {"final/rankme/backbone", "final/symmetry/dead_units"} <= mlflow_keys, mlflow_keys
+    assert any(key.startswith("final/knn_top1/backbone_k") for key in mlflow_keys), mlflow_keys
     # W&B takes pictures through log_metrics too (WandbLogger.log_image): the UMAP's key.
     assert "umap/backbone" in wandb_keys
     assert csv_keys == tensorboard_keys == mlflow_keys == wandb_keys - ignore - {"umap/backbone"}
