@@ -149,3 +149,10 @@ def test_docs_recipes_md_is_the_rendered_table(table: dict[str, Any], rows) -> N
     assert rt.DOC.read_text() == rendered, (
         "docs/recipes.md is out of date: run python tests/reference/recipe_table.py"
     )
+
+
+def test_readme_method_table_and_recipes_page_link_each_other() -> None:
+    readme = (rt.ROOT / "README.md").read_text()
+    method_row = next(line for line in readme.splitlines() if line.startswith("| `method` |"))
+    assert "(docs/recipes.md)" in method_row
+    assert "](../README.md)" in rt.DOC.read_text()
