@@ -75,10 +75,17 @@ class OptimizerConfig:
     """SGD/LARS/AdamW with a cosine schedule, as in lightly's benchmarks."""
 
     name: str = "sgd"
-    lr: float = 0.06  # base learning rate for a global batch of 128 when scale_lr is true
-    scale_lr: bool = True  # lr x global_batch / 128 (lightly's 0.06 * bs / 128 recipe)
+    lr: float = 0.06  # base learning rate for a global batch of lr_reference_batch (scale_lr)
+    scale_lr: bool = True  # lr x global_batch / lr_reference_batch
+    # The batch the recipe's lr is quoted for: 128 in lightly's SGD recipes (0.06 * bs / 128),
+    # 256 in the LARS and AdamW recipes (solo-learn, the VICReg, Barlow Twins and DINO papers).
+    lr_reference_batch: int = ranged(128, "[1, inf)")
     momentum: float = ranged(0.9, "[0, 1)")  # sgd and lars; 1 would never forget a gradient
     weight_decay: float = 5e-4
+    # Also decay biases and norm weights (toward 0, the optimizer's plain decay, in both SyRe
+    # arms): lightly's CIFAR-10 script decays every parameter. false: timm's convention, only
+    # >= 2-D weights decay. Those SyRe covers (syre.include_1d) decay through SyRe either way.
+    decay_norm_and_bias: bool = False
     # None: constant decay; else cosine from weight_decay to this at the last step (DINO's
     # 0.04 -> 0.4), followed by SyRe's γ and the plain decay group at every step.
     weight_decay_end: float | None = None

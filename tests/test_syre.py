@@ -338,6 +338,15 @@ def test_param_groups() -> None:
     ]
     assert groups[0]["params"] == [model[0].weight]
     syre.attach(torch.optim.SGD(groups, lr=0.1))  # no double decay
+    # A recipe that decays biases and norms: they join the plain decay, covered ones stay SyRe's.
+    groups = syre_param_groups(model, syre, weight_decay=5e-4, decay_norm_and_bias=True)
+    assert [(g["name"], g["weight_decay"], len(g["params"])) for g in groups] == [
+        ("syre", 0.0, 1),
+        ("decay", 5e-4, 7),
+    ]
+    syre_1d = SyRe(model, include_1d=True)
+    groups = syre_param_groups(model, syre_1d, weight_decay=5e-4, decay_norm_and_bias=True)
+    assert [(g["name"], len(g["params"])) for g in groups] == [("syre", 8)]
 
 
 # ---------------------------------------------------------------- 5. refusals

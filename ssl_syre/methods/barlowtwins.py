@@ -5,13 +5,15 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lightly.loss import BarlowTwinsLoss
 from lightly.models.modules import BarlowTwinsProjectionHead
+from lightly.models.modules.heads import ProjectionHead
 from lightly.transforms import BYOLTransform
-from torch import Tensor
+from torch import Tensor, nn
 
 from ssl_syre.config import DataConfig, ranged
 from ssl_syre.data import DataInfo
@@ -24,6 +26,9 @@ from ssl_syre.methods.byol import BYOL
 class BarlowTwinsKwargs:
     projection_hidden_dim: int = ranged(2048, "[1, inf)")
     projection_output_dim: int = ranged(2048, "[1, inf)")
+    # Linear layers of the projector: 3 in the paper and lightly's head, 2 in lightly's
+    # CIFAR-10 benchmark (Linear-BN-ReLU, then Linear).
+    projection_layers: int = ranged(3, "[2, inf)")
     # Weight of the off-diagonal (redundancy) terms against the diagonal (invariance) ones.
     lambda_param: float = ranged(5e-3, "[0, inf)")
     gather_distributed: bool = True  # the cross-correlation over all processes' batches
@@ -41,9 +46,16 @@ class BarlowTwins(SSLMethod):
     Kwargs = BarlowTwinsKwargs
 
     def build_heads(self, feature_dim: int) -> None:
-        self.projection_head = BarlowTwinsProjectionHead(
-            feature_dim, self.kwargs.projection_hidden_dim, self.kwargs.projection_output_dim
-        )
+        hidden, out = self.kwargs.projection_hidden_dim, self.kwargs.projection_output_dim
+        layers = self.kwargs.projection_layers
+        if layers == 3:
+            self.projection_head = BarlowTwinsProjectionHead(feature_dim, hidden, out)
+        else:
+            # lightly's blocks as its Barlow Twins head builds them, with hidden blocks
+            # added or removed (its CIFAR-10 benchmark builds the 2-layer head the same way).
+            dims = [feature_dim] + [hidden] * (layers - 1)
+            blocks = [(i, o, nn.BatchNorm1d(o), nn.ReLU()) for i, o in itertools.pairwise(dims)]
+            self.projection_head = ProjectionHead([*blocks, (hidden, out, None, None)])
         self.criterion = BarlowTwinsLoss(
             lambda_param=self.kwargs.lambda_param,
             gather_distributed=self.kwargs.gather_distributed,

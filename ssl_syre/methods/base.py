@@ -277,8 +277,11 @@ class SSLMethod(pl.LightningModule):
         return int(self.cfg.data.batch_size) * int(world)
 
     def learning_rate(self) -> float:
+        """The peak lr: optimizer.lr, times global batch / optimizer.lr_reference_batch when
+        scale_lr (the batch the recipe quotes its lr for: 128 lightly's SGD, 256 LARS/AdamW)."""
         opt = self.cfg.optimizer
-        scale = self.global_batch_size() / 128 if opt.scale_lr else 1.0
+        reference = int(opt.get("lr_reference_batch", 128))
+        scale = self.global_batch_size() / reference if opt.scale_lr else 1.0
         return float(opt.lr) * scale
 
     @property
@@ -321,7 +324,13 @@ class SSLMethod(pl.LightningModule):
         ]
         # The module, not bare pairs: its (and timm's backbone's) no_weight_decay() names, such
         # as a ViT's pos_embed and cls_token, then stay out of every decay, as SyRe leaves them.
-        groups = syre_param_groups(self, self.syre, float(opt.weight_decay), parameters=named)
+        groups = syre_param_groups(
+            self,
+            self.syre,
+            float(opt.weight_decay),
+            parameters=named,
+            decay_norm_and_bias=bool(opt.get("decay_norm_and_bias", False)),
+        )
         fixed = {id(p) for part in self.fixed_lr_parts() for p in getattr(self, part).parameters()}
         if fixed:
             groups = split_fixed_lr(groups, fixed)

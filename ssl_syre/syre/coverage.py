@@ -80,12 +80,20 @@ def syre_param_groups(
     syre: Covering | None,
     weight_decay: float,
     parameters: NamedParameters | None = None,
+    decay_norm_and_bias: bool = False,
 ) -> list[dict[str, Any]]:
     """Optimizer param groups that give each parameter exactly one kind of decay.
 
     - "syre": the parameters `syre` covers, with weight_decay=0 (SyRe decays them toward θ0);
-    - "decay": other trainable ≥2-D weights, with plain `weight_decay` toward 0;
-    - "no_decay": biases, 1-D tensors and `no_weight_decay()` names, with 0.
+    - "decay": other trainable ≥2-D weights, with plain `weight_decay` toward 0, and with
+      `decay_norm_and_bias` also the biases and 1-D tensors SyRe does not cover;
+    - "no_decay": biases, 1-D tensors (unless `decay_norm_and_bias`) and `no_weight_decay()`
+      names, with 0.
+
+    `decay_norm_and_bias` is a property of the recipe, not of SyRe (lightly's CIFAR-10 script
+    decays every parameter): it moves the same tensors to plain decay toward 0 whatever the
+    anchors are, so a SyRe run and its σ0 = 0 control still differ only in the anchors of the
+    covered weights.
 
     With `syre=None` this is timm's `param_groups_weight_decay` (decay / no_decay). Empty
     groups are left out; frozen parameters are left out. The groups carry a "name" key, which
@@ -99,6 +107,8 @@ def syre_param_groups(
         parameters: With a module: the (name, parameter) pairs to group instead of all of
             its parameters, names as in `module.named_parameters()`; the module's
             `no_weight_decay()` names still apply to them (as in `SyRe(parameters=...)`).
+        decay_norm_and_bias: Also give biases and 1-D tensors (norm weights) the plain
+            decay; `no_weight_decay()` names stay undecayed.
 
     Returns:
         A list of param-group dicts for a torch optimizer.
@@ -118,7 +128,7 @@ def syre_param_groups(
         seen.add(id(param))
         if id(param) in covered:
             groups["syre"].append(param)
-        elif is_decayed(name, param, patterns, include_1d=False):
+        elif is_decayed(name, param, patterns, include_1d=decay_norm_and_bias):
             groups["decay"].append(param)
         else:
             groups["no_decay"].append(param)

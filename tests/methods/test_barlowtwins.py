@@ -41,3 +41,16 @@ def test_views_are_byols_pair() -> None:
     ours = METHODS["barlowtwins"].view_recipes(model.info, cfg.data)
     assert ours == METHODS["byol"].view_recipes(model.info, cfg.data)
     assert [r.gaussian_blur for r in ours] == [1.0, 0.1]  # 96 px: blur stays on
+
+
+@pytest.mark.parametrize("layers", [2, 3, 4])
+def test_projection_layers_sets_the_projectors_depth(layers: int) -> None:
+    """2 is lightly's CIFAR-10 head (Linear-BN-ReLU, Linear); 3 is lightly's
+    BarlowTwinsProjectionHead, the paper's."""
+    model, _ = build_method("barlowtwins", f"method_kwargs.projection_layers={layers}")
+    linears = [m for m in model.projection_head.modules() if isinstance(m, torch.nn.Linear)]
+    norms = [m for m in model.projection_head.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(linears) == layers and len(norms) == layers - 1
+    assert [m.bias is None for m in linears] == [True] * (layers - 1) + [False]
+    assert linears[0].in_features == model.feature_dim and linears[-1].out_features == 16
+    assert model.projection_head(torch.randn(4, model.feature_dim)).shape == (4, 16)
