@@ -215,3 +215,24 @@ def backbone_copy(model: SSLMethod) -> nn.Module:
     import copy
 
     return copy.deepcopy(model.backbone)
+
+
+def assert_ema_schedule(
+    records: Sequence[Record], parts: Sequence[str], tau: Callable[[int], float]
+) -> None:
+    """The target after update k (0-based) is τ(k)·ξ + (1 − τ(k))·θ of the target ξ that step
+    k's loss used and the online weights θ after update k, over the parameters of `parts`
+    (our attribute names; their momentum copies are `<part>_momentum`)."""
+    for k in range(len(records) - 1):
+        now, after = records[k], records[k + 1]
+        for key, theta in now.state.items():
+            part = key.split(".")[0]
+            target = key.replace(part, f"{part}_momentum", 1)
+            if part not in parts or target not in now.state or theta.dtype != DTYPE:
+                continue
+            if "running_" in key:  # BN statistics follow the target's own forward passes
+                continue
+            expected = tau(k) * now.state[target] + (1 - tau(k)) * theta
+            torch.testing.assert_close(
+                after.state[target], expected, **TOLERANCE, msg=f"EMA after update {k}: {target}"
+            )
