@@ -52,10 +52,13 @@ def build(method: str, optimizer: str, syre: bool, *overrides: str) -> SSLMethod
     return model.to(DTYPE)
 
 
-def fixed_views(model: SSLMethod, count: int = 2, steps: int = STEPS, seed: int = 0):
-    """`steps` lists of `count` float64 views (BATCH x C x H x W), another batch each step."""
+def fixed_views(
+    model: SSLMethod, count: int = 2, steps: int = STEPS, seed: int = 0, size: int | None = None
+) -> list[list[Tensor]]:
+    """`steps` lists of `count` float64 views (BATCH x C x size x size, the data set's image
+    size by default), another batch each step."""
     generator = torch.Generator().manual_seed(seed)
-    size, channels = model.info.image_size, model.info.in_chans
+    size, channels = size or model.info.image_size, model.info.in_chans
     return [
         [
             torch.randn(BATCH, channels, size, size, generator=generator, dtype=DTYPE)
