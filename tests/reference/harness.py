@@ -17,7 +17,15 @@ from torch import Tensor, nn
 
 from ssl_syre.methods import SSLMethod
 from tests.conftest import build_method
-from tests.reference.plain import DTYPE, PaperMethod, PlainAdamW, PlainSGD, Record, copy_state
+from tests.reference.plain import (
+    DTYPE,
+    PaperMethod,
+    PlainAdamW,
+    PlainSGD,
+    Record,
+    copy_state,
+    decayed,
+)
 
 STEPS = 3  # optimizer steps per comparison
 BATCH = 8
@@ -87,7 +95,7 @@ def start_equal(
     reference.anchors = {
         f"online.{name}": anchors.get(mapping[f"online.{name}"], torch.zeros(p.shape)).to(DTYPE)
         for name, p in reference.online.named_parameters()
-        if p.requires_grad and p.ndim >= 2 and not name.endswith(".bias")
+        if p.requires_grad and decayed(name, p)
     }
     opt = model.cfg.optimizer
     if opt.name == "sgd":

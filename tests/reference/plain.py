@@ -6,9 +6,9 @@ builds its heads from `mlp`, writes its loss and update from its paper's pseudo-
 takes its initial weights (and random anchors θ0, queue) from our module with `copy_state`, so
 that both sides start equal. Everything is float64.
 
-Conventions the papers leave open, taken as their authors' code and our defaults take them:
-a linear layer followed by BatchNorm has no bias (BN's mean subtraction cancels it); weight
-decay covers the weights of conv and linear layers (ndim >= 2), not biases or norm parameters.
+Two conventions the papers leave open are taken as their authors' code takes them: a linear
+layer followed by BatchNorm has no bias (BN's mean subtraction cancels it), and weight decay
+covers the weights of conv and linear layers (`decayed`), not biases or norm parameters.
 """
 
 from __future__ import annotations
