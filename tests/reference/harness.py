@@ -21,6 +21,7 @@ from tests.reference.plain import (
     DTYPE,
     PaperMethod,
     PlainAdamW,
+    PlainLARS,
     PlainSGD,
     Record,
     copy_state,
@@ -33,11 +34,24 @@ TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 # γ large enough that the decay (and where it pulls) moves the weights far beyond the tolerance
 # within 3 steps: lr·γ·|w − θ0| ~ 1e-3 under SGD.
 WEIGHT_DECAY = 0.05
-LR = {"sgd": 0.1, "adamw": 1e-3}
+# LARS: its trust ratio makes each layer's step η·lr·‖w‖ (η = 1e-3), so a larger lr.
+LR = {"sgd": 0.1, "adamw": 1e-3, "lars": 5.0}
 MOMENTUM = 0.9
 # (optimizer, SyRe): the off arm (θ0 = 0, decay toward 0) and the anchored one, under SGD
 # (coupled decay, the SyRe paper's loss form) and AdamW (decoupled).
 ARMS = [("sgd", False), ("sgd", True), ("adamw", False), ("adamw", True)]
+# LARS as well, for the methods whose papers train with it (Barlow Twins, VICReg).
+LARS_ARMS = [("lars", False), ("lars", True)]
+# lightly's LARS (and SyReLARS after it) neither scales nor decays a tensor whose gradient is
+# exactly 0, which every residual branch of timm's ResNets has at the first step (their last BN
+# starts at 0). The LARS arms start those BNs at 1 to compare the common case; the edge case
+# has its own test (test_barlowtwins_step.py).
+NONZERO_GRADIENTS = ("backbone.kwargs.zero_init_last=false",)
+
+
+def optimizer_overrides(optimizer: str) -> tuple[str, ...]:
+    """Overrides an arm needs besides the optimizer's name (see NONZERO_GRADIENTS)."""
+    return NONZERO_GRADIENTS if optimizer == "lars" else ()
 
 
 def build(method: str, optimizer: str, syre: bool, *overrides: str) -> SSLMethod:
@@ -100,6 +114,8 @@ def start_equal(
     opt = model.cfg.optimizer
     if opt.name == "sgd":
         reference.optimizer = PlainSGD(float(opt.lr), float(opt.momentum), WEIGHT_DECAY)
+    elif opt.name == "lars":
+        reference.optimizer = PlainLARS(float(opt.lr), float(opt.momentum), WEIGHT_DECAY)
     else:
         reference.optimizer = PlainAdamW(float(opt.lr), WEIGHT_DECAY)
     return mapping

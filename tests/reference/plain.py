@@ -145,6 +145,49 @@ class Record:
     observed: dict[str, Tensor] = field(default_factory=dict)
 
 
+class PlainLARS:
+    """LARS (You et al. 2017, https://arxiv.org/abs/1708.03888, Algorithm 1) with its decay
+    toward θ0, for the decayed weights:
+
+        λ = η·‖w‖ / (‖g‖ + γ·‖w − θ0‖ + ε);  b ← μ·b + λ·(g + γ·(w − θ0));  w ← w − lr·b
+
+    and b ← μ·b + g for biases and norm parameters (no trust ratio, no decay, as the Barlow
+    Twins and VICReg authors' LARS exclude them).
+    """
+
+    def __init__(
+        self,
+        lr: float,
+        momentum: float,
+        weight_decay: float,
+        trust_coefficient: float = 0.001,
+        eps: float = 1e-8,
+    ) -> None:
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.trust_coefficient, self.eps = trust_coefficient, eps
+        self.buffers: dict[str, Tensor] = {}
+
+    @torch.no_grad()
+    def step(
+        self,
+        params: Mapping[str, Tensor],
+        grads: Mapping[str, Tensor],
+        anchors: Mapping[str, Tensor],
+    ) -> None:
+        for name, w in params.items():
+            if name not in grads:
+                continue
+            g = grads[name]
+            if name in anchors:
+                pull = self.weight_decay * (w - anchors[name])
+                local_lr = self.trust_coefficient * w.norm() / (g.norm() + pull.norm() + self.eps)
+                g = local_lr * (g + pull)
+            b = self.buffers.get(name)
+            b = g.clone() if b is None else self.momentum * b + g
+            self.buffers[name] = b
+            w -= self.lr * b
+
+
 class PaperMethod(nn.Module):
     """A method as its paper writes it: `online` parts trained by `optimizer`, optional
     `target` parts (momentum copies), and a `loss` that subclasses write.
@@ -160,7 +203,7 @@ class PaperMethod(nn.Module):
         self.online = nn.ModuleDict()
         self.target = nn.ModuleDict()
         self.anchors: dict[str, Tensor] = {}
-        self.optimizer: PlainSGD | PlainAdamW | None = None
+        self.optimizer: PlainSGD | PlainAdamW | PlainLARS | None = None
         self.step_index = 0
 
     def loss(self, views: Sequence[Tensor], epoch: int) -> Tensor:

@@ -13,7 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tests.reference.harness import ARMS, backbone_copy, build, compare
+from tests.reference.harness import (
+    ARMS,
+    LARS_ARMS,
+    backbone_copy,
+    build,
+    compare,
+    optimizer_overrides,
+)
 from tests.reference.plain import PaperMethod, mlp
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -58,7 +65,7 @@ class PaperVICReg(PaperMethod):
     "solo-learn's: at μ = 25 ours weighs the variance hinge as μ = 12.5 would there; "
     "not on the list of known defects, reported to the lead",
 )
-@pytest.mark.parametrize(("optimizer", "syre"), ARMS)
+@pytest.mark.parametrize(("optimizer", "syre"), ARMS + LARS_ARMS)
 def test_step_is_the_papers(optimizer: str, syre: bool) -> None:
     model = build(
         "vicreg",
@@ -67,6 +74,7 @@ def test_step_is_the_papers(optimizer: str, syre: bool) -> None:
         f"method_kwargs.lambda_param={LAMBDA}",
         f"method_kwargs.mu_param={MU}",
         f"method_kwargs.nu_param={NU}",
+        *optimizer_overrides(optimizer),
     )
     k = model.kwargs
     reference = PaperVICReg(
