@@ -83,7 +83,7 @@ def test_step_is_the_papers(optimizer: str, syre: bool) -> None:
     "out of both the trust ratio and the weight decay (timm's zero-initialized last BN gives "
     "every residual branch one at the first step), where the LARS paper's "
     "λ = η‖w‖/(‖g‖ + β‖w‖) is η/β there and the decay moves w by lr·η·w (toward θ0 under "
-    "SyRe); not on the list of known defects",
+    "SyRe); not among issue 30's defects",
 )
 @pytest.mark.parametrize("syre", [False, True])
 def test_lars_decays_a_weight_whose_gradient_is_zero(syre: bool) -> None:
