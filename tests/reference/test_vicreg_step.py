@@ -63,7 +63,7 @@ class PaperVICReg(PaperMethod):
     reason="the variance term is μ·(v(Z) + v(Z'))/2 (lightly's VICRegLoss, as the authors' "
     "repository), half of the paper's Algorithm 1 and eq. 6 μ·[v(Z) + v(Z')] and of "
     "solo-learn's: at μ = 25 ours weighs the variance hinge as μ = 12.5 would there; "
-    "not on the list of known defects, reported to the lead",
+    "not among issue 30's defects",
 )
 @pytest.mark.parametrize(("optimizer", "syre"), ARMS + LARS_ARMS)
 def test_step_is_the_papers(optimizer: str, syre: bool) -> None:
