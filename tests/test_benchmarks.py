@@ -218,6 +218,34 @@ def test_gpu_check_smoke_runs_every_phase_on_the_cpu(tmp_path: Path) -> None:
     assert "side by side" in summary and "x today" in summary
 
 
+@pytest.mark.parametrize("where", ["default", "--out", "positional"])
+def test_gpu_check_smoke_writes_to_a_temporary_or_given_directory(
+    tmp_path: Path, where: str
+) -> None:
+    """A smoke run never writes into benchmarks/results/gpu, where measured results live.
+
+    PYTHON=true stands in for every Python step, so this checks only where the script writes.
+    """
+    given = tmp_path / "given"
+    extra = {"default": [], "--out": ["--out", str(given)], "positional": [str(given)]}[where]
+    env = {**os.environ, "PYTHON": "true", "TMPDIR": str(tmp_path), "OUT": str(tmp_path / "o")}
+    result = subprocess.run(
+        ["bash", str(ROOT / "benchmarks/gpu_check.sh"), "--smoke", *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    if where == "default":
+        (folder,) = tmp_path.glob("gpu_check_smoke.*")
+    else:
+        folder = given
+    assert (folder / "summary.txt").is_file()
+    assert f"results in {folder}" in result.stdout
+    assert not (tmp_path / "o").exists(), "a smoke run ignores $OUT unless --out is given"
+
+
 def test_ablation_finds_every_method_config_and_resolves_auto_modes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
