@@ -366,3 +366,27 @@ def test_documented_benchmark_command_parses(script: str, args: list[str]) -> No
     for flag in flags:  # spelled out in full, not an abbreviation argparse happens to expand
         assert flag in parser._option_string_actions, f"{script}: {flag}"
         assert parser._option_string_actions[flag].dest in vars(parsed)
+
+
+def test_syre_memory_reports_bytes_per_storage_into_a_temporary_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmarks/syre_memory.py on a tiny model: 4, 2, 2 and 0 bytes per covered value, the
+    off arm's ratio 1, and the results in a new temporary directory when --out is not given."""
+    import tempfile
+
+    import syre_memory
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    argv = ["--models", "test_vit", "--repeats", "2", "--steps", "1", "--warmup", "0"]
+    result = syre_memory.main([*argv, "--threads", "1"])
+    (folder,) = tmp_path.glob("syre_memory.*")
+    assert json.loads((folder / "syre_memory.json").read_text())["optimizer_step"]
+    model = result["optimizer_step"]["test_vit"]
+    per_value = {
+        arm: row["held_bytes"].get("cpu", 0) / model["covered_values"]
+        for arm, row in model["arms"].items()
+    }
+    assert per_value == {"off": 4, "float32": 4, "bfloat16": 2, "float16": 2, "regenerate": 0}
+    assert model["arms"]["off"]["ratio_vs_off"] == 1.0
+    assert "| test_vit | 295,552 | regenerate | 0.0 |" in (folder / "syre_memory.md").read_text()
