@@ -21,7 +21,6 @@ Results (syre_memory.json, syre_memory.md) go to DIR, or to a new temporary dire
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import statistics
 import sys
@@ -140,9 +139,7 @@ def optimizer_step_arm(name: str, device: torch.device, args: argparse.Namespace
         "covered_values": covered,
         "arms": rows,
     }
-    del built, model, arms, optimizer
-    gc.collect()
-    return result
+    return result  # the model and its SyRe copies are freed before the next model
 
 
 def full_step_arm(name: str, device: torch.device, args: argparse.Namespace) -> dict:
