@@ -132,9 +132,11 @@ def test_simclr_without_gathering_sees_fewer_negatives(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_process_ddp_run(tiny: list[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("storage", ["float32", "regenerate"])
+def test_two_process_ddp_run(tiny: list[str], tmp_path: Path, storage: str) -> None:
     result = run_train(
         *tiny,
+        f"syre.anchor_storage={storage}",
         "data.batch_size=32",
         "trainer.devices=2",
         "trainer.strategy=ddp",
