@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from ssl_syre.syre.anchors import AnchorSpec, check_precision, numel_chunks
+from ssl_syre.syre.anchors import AnchorSpec, check_precision
 from ssl_syre.syre.anchors import distance_to_anchor as _distance_to_anchor
 from ssl_syre.syre.coverage import NamedParameters, select_covered
 from ssl_syre.syre.decay import (
@@ -22,6 +22,7 @@ from ssl_syre.syre.decay import (
     after_gradients,
     bucket_covered,
     check_mode,
+    decay_in_chunks,
     decay_toward_anchor,
 )
 from ssl_syre.syre.state import from_state_dict, to_state_dict
@@ -312,23 +313,10 @@ class SyRe:
             if not params:
                 continue
             lr = optimizer.param_groups[bucket.group_index]["lr"]
-            if not self._store.transient:
+            if self._store.transient:  # rounded or regenerated anchors, made chunk by chunk
+                decay_in_chunks(params, self._on_device, lr, self._weight_decay, self._mode)
+            else:
                 decay_toward_anchor(params, anchors, scales, lr, self._weight_decay, self._mode)
-                continue
-            # Rounded or regenerated anchors: made chunk by chunk, dropped after each.
-            for chunk in numel_chunks(params):
-                chunk_params = [params[i] for i in chunk]
-                made = [self._store.like(self._name_of[id(p)], p) for p in chunk_params]
-                chunk_anchors = [] if self._store.zero else [a for a, _ in made]
-                chunk_scales = None if made[0][1] is None else [d for _, d in made]
-                decay_toward_anchor(
-                    chunk_params,
-                    chunk_anchors,  # type: ignore[arg-type]
-                    chunk_scales,  # type: ignore[arg-type]
-                    lr,
-                    self._weight_decay,
-                    self._mode,
-                )
 
     @torch.no_grad()
     def displacement(self, param: Tensor) -> Tensor:
@@ -337,9 +325,13 @@ class SyRe:
         With θ0 = 0 and D = I this is the parameter itself (no copy), so that an optimizer
         using it computes exactly what it computes with its own weight decay.
         """
-        anchor, d = self._store.like(self._name_of[id(param)], param)
+        anchor, d = self._on_device(param)
         displacement = param.detach() if anchor is None else param.detach() - anchor
         return displacement if d is None else displacement * d
+
+    def _on_device(self, param: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """(θ0 or None, D or None) of a covered parameter, like it (see `AnchorStore.like`)."""
+        return self._store.like(self._name_of[id(param)], param)
 
     def _pre_step(
         self, optimizer: Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]
