@@ -4,10 +4,12 @@
 # in the same run, the sync-free check under torch.cuda.set_sync_debug_mode("error"), and the
 # accuracy arm (Fashion-MNIST at 32 px, reference vs fast path, kNN vs raw pixels).
 #
-#   bash benchmarks/gpu_check.sh [--smoke] [--legacy] [RESULTS_DIR]
+#   bash benchmarks/gpu_check.sh [--smoke] [--legacy] [--out RESULTS_DIR | RESULTS_DIR]
 #
 # --smoke: every phase on the CPU at toy sizes (a few minutes; tests/test_benchmarks.py runs
-# it), to check the script before device time is spent on it.
+# it), to check the script before device time is spent on it. Its results go to a new
+# temporary directory unless --out (or RESULTS_DIR) names one, so a smoke run never touches
+# the measured results in benchmarks/results/gpu.
 # --legacy: also the earlier check below (about 7 more minutes; run it alone, not with the new one):
 # SimCLR + ResNet-18 (3x3 stem) throughput at 32x32 (fp32/bf16,
 # channels_last; model alone, batched augmentation alone, and train.py's path with lightly's
@@ -22,21 +24,35 @@
 #   carry: [".whl", ".fmnist"]
 # Without it the arm uses the data set's own location (data.root unset).
 #
-# Run from the repository root. RESULTS_DIR defaults to $OUT (the device runner's folder) or
-# benchmarks/results/gpu. Every step has its own timeout and a failure does not stop the
+# Run from the repository root. Without --smoke, RESULTS_DIR defaults to $OUT (the device
+# runner's folder) or benchmarks/results/gpu. Every step has its own timeout and a failure does not stop the
 # others; summary.txt lists each step's exit status.
 set -u
 cd "$(dirname "$0")/.."
 SMOKE=0
 LEGACY=0
+RESULTS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1; shift ;;
     --legacy) LEGACY=1; shift ;;
+    --out)
+      [ $# -ge 2 ] || { echo "error: --out needs a directory (--out RESULTS_DIR)" >&2; exit 2; }
+      RESULTS="$2"; shift 2 ;;
+    --out=*) RESULTS="${1#--out=}"; shift ;;
     *) break ;;
   esac
 done
-RESULTS="${1:-${OUT:-benchmarks/results/gpu}}"
+if [ -n "${1:-}" ]; then
+  RESULTS="$1"
+fi
+if [ -z "$RESULTS" ]; then
+  if [ "$SMOKE" = 1 ]; then
+    RESULTS="$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_smoke.XXXXXX")"
+  else
+    RESULTS="${OUT:-benchmarks/results/gpu}"
+  fi
+fi
 mkdir -p "$RESULTS"
 PY="${PYTHON:-python3}"
 FASHION_MNIST="${FASHION_MNIST:-.fmnist}"

@@ -112,6 +112,10 @@ class SyReConfig:
     # absolute: std sigma0 for every tensor, the paper's theta0 ~ N(0, sigma0^2) as written.
     anchor_scale: str = "fan_in"
     d_eps: float = 0.0  # > 0: advanced removal, D ~ U[1 - d_eps, 1 + d_eps]
+    # How the anchors are kept: float32 (a copy, 4 bytes a covered weight) | bfloat16 | float16
+    # (a rounded copy, 2 bytes; D stays float32) | regenerate (no copy: redrawn on the device at
+    # each step from per-tensor seeds; resume on the same kind of device). docs/syre.md.
+    anchor_storage: str = "float32"
     seed: int | None = None  # None: the run's seed
     # auto | coupled (added to the gradient, the paper's loss) | decoupled (like AdamW).
     # auto = the optimizer's own convention: coupled for sgd and lars (so syre.enabled=false is
@@ -373,7 +377,7 @@ def validate(cfg: DictConfig) -> None:
     import timm
     from lightning.pytorch import Trainer
 
-    from ssl_syre.syre import ANCHOR_SCALES, MODES
+    from ssl_syre.syre import ANCHOR_SCALES, ANCHOR_STORAGES, MODES
 
     for check in REGISTRY_CHECKS:
         check(cfg)
@@ -397,6 +401,9 @@ def validate(cfg: DictConfig) -> None:
         )
     _check_choice("syre.mode", cfg.syre.mode, ["auto", *MODES])
     _check_choice("syre.anchor_scale", cfg.syre.anchor_scale, list(ANCHOR_SCALES))
+    _check_choice(
+        "syre.anchor_storage", cfg.syre.get("anchor_storage", "float32"), list(ANCHOR_STORAGES)
+    )
     _check_choice("syre.cover", cfg.syre.get("cover", "default"), ["default", "conv_linear"])
     if cfg.optimizer.name == "lars" and syre_mode(cfg) != "coupled":
         raise UserError(

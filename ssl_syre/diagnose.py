@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,11 @@ def checkpoint_anchors(loaded: LoadedModel) -> dict[str, Tensor] | None:
     if syre is None or "syre" not in state:
         return None
     syre.load_state_dict(state["syre"])
+    try:  # regenerated anchors: drawn on the modules' device, as in training?
+        syre.verify_anchors()
+    except ValueError as error:
+        print(f"warning: distances to the anchors left out: {error}", file=sys.stderr)
+        return None
     return None if syre.zero_anchors else syre.anchors
 
 
@@ -125,9 +131,9 @@ def diagnose(argv: list[str]) -> dict[str, Any]:
     if png is not None:
         check_writable(png)
     batch = input_batch(loaded, args.samples)
-    anchors = checkpoint_anchors(loaded)
     model = loaded.modules if loaded.source == "checkpoint" else loaded.backbone
-    model.to(device)
+    model.to(device)  # before the anchors: regenerated ones are drawn where the weights are
+    anchors = checkpoint_anchors(loaded)
     report: SymmetryReport = diagnose_model(
         model,
         batch,

@@ -47,6 +47,40 @@ def run_train(
     )
 
 
+def git_status() -> set[str] | None:
+    """`git status --porcelain` lines of the checkout (untracked files listed one by one), or
+    None outside a git checkout."""
+    try:
+        result = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return set(result.stdout.splitlines()) if result.returncode == 0 else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_stays_clean() -> Iterator[None]:
+    """Fail the session if its tests left new or changed files in the checkout: tests write
+    under tmp_path, never into the tree (a results file there would pass for a measurement)."""
+    before = git_status()
+    yield
+    if before is None:
+        return
+    after = git_status()
+    left = sorted((after or set()) - before)
+    if left:
+        pytest.fail(
+            "the tests left files in the checkout (write them under tmp_path):\n  "
+            + "\n  ".join(left),
+            pytrace=False,
+        )
+
+
 @pytest.fixture
 def tiny(tmp_path: Path) -> list[str]:
     """TINY overrides with an output_dir inside tmp_path."""

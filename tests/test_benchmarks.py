@@ -218,6 +218,34 @@ def test_gpu_check_smoke_runs_every_phase_on_the_cpu(tmp_path: Path) -> None:
     assert "side by side" in summary and "x today" in summary
 
 
+@pytest.mark.parametrize("where", ["default", "--out", "positional"])
+def test_gpu_check_smoke_writes_to_a_temporary_or_given_directory(
+    tmp_path: Path, where: str
+) -> None:
+    """A smoke run never writes into benchmarks/results/gpu, where measured results live.
+
+    PYTHON=true stands in for every Python step, so this checks only where the script writes.
+    """
+    given = tmp_path / "given"
+    extra = {"default": [], "--out": ["--out", str(given)], "positional": [str(given)]}[where]
+    env = {**os.environ, "PYTHON": "true", "TMPDIR": str(tmp_path), "OUT": str(tmp_path / "o")}
+    result = subprocess.run(
+        ["bash", str(ROOT / "benchmarks/gpu_check.sh"), "--smoke", *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    if where == "default":
+        (folder,) = tmp_path.glob("gpu_check_smoke.*")
+    else:
+        folder = given
+    assert (folder / "summary.txt").is_file()
+    assert f"results in {folder}" in result.stdout
+    assert not (tmp_path / "o").exists(), "a smoke run ignores $OUT unless --out is given"
+
+
 def test_ablation_finds_every_method_config_and_resolves_auto_modes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -382,3 +410,27 @@ def test_results_index_is_short_and_links_every_study_page() -> None:
         assert f"results/{page}" in index, f"RESULTS.md does not link {page}"
     for link in re.findall(r"\]\(([^)#]+\.md)", index):
         assert (ROOT / "benchmarks" / link).is_file(), link
+
+
+def test_syre_memory_reports_bytes_per_storage_into_a_temporary_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmarks/syre_memory.py on a tiny model: 4, 2, 2 and 0 bytes per covered value, the
+    off arm's ratio 1, and the results in a new temporary directory when --out is not given."""
+    import tempfile
+
+    import syre_memory
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    argv = ["--models", "test_vit", "--repeats", "2", "--steps", "1", "--warmup", "0"]
+    result = syre_memory.main([*argv, "--threads", "1"])
+    (folder,) = tmp_path.glob("syre_memory.*")
+    assert json.loads((folder / "syre_memory.json").read_text())["optimizer_step"]
+    model = result["optimizer_step"]["test_vit"]
+    per_value = {
+        arm: row["held_bytes"].get("cpu", 0) / model["covered_values"]
+        for arm, row in model["arms"].items()
+    }
+    assert per_value == {"off": 4, "float32": 4, "bfloat16": 2, "float16": 2, "regenerate": 0}
+    assert model["arms"]["off"]["ratio_vs_off"] == 1.0
+    assert "| test_vit | 295,552 | regenerate | 0.0 |" in (folder / "syre_memory.md").read_text()

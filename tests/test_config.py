@@ -118,6 +118,7 @@ def test_wrong_type() -> None:
         ("method_kwargs.temprature=0.2", "temprature", "temperature"),
         ("optimizer.name=adam", "optimizer.name", "adamw"),
         ("syre.anchor_scale=absolut", "syre.anchor_scale", "absolute"),
+        ("syre.anchor_storage=bf16", "syre.anchor_storage", "bfloat16"),
         ("syre.mode=couple", "syre.mode", "coupled"),
         ("data.augment_on=gpu", "data.augment_on", "device"),
     ],

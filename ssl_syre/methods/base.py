@@ -203,6 +203,7 @@ class SSLMethod(pl.LightningModule):
             sigma0=syre_cfg.sigma0 if syre_cfg.enabled else 0.0,
             d_eps=syre_cfg.d_eps if syre_cfg.enabled else 0.0,
             anchor_scale=syre_cfg.anchor_scale,
+            anchor_storage=syre_cfg.get("anchor_storage", "float32"),
             seed=self.cfg.seed if syre_cfg.seed is None else syre_cfg.seed,
             mode=syre_mode(self.cfg),
             include_1d=include_1d,
@@ -241,6 +242,7 @@ class SSLMethod(pl.LightningModule):
             "mode": mode,
             "sigma0": self.syre.sigma0,
             "anchor_scale": str(syre_cfg.anchor_scale),
+            "anchor_storage": self.syre.anchor_storage,
             "d_eps": self.syre.d_eps,
             "weight_decay": self.decay_strength(),
             # The cosine schedule's end (None: constant) and the γ of the last step taken.
@@ -426,6 +428,10 @@ class SSLMethod(pl.LightningModule):
                 self.log(f"syre/distance_to_anchor/{part}", distance)
 
     def on_train_start(self) -> None:
+        try:  # a regenerated state from a checkpoint: does this device draw the same anchors?
+            self.syre.verify_anchors()
+        except ValueError as error:
+            raise UserError(f"checkpoint's SyRe state does not fit this run: {error}") from None
         # A resumed run may run at another optimizer.lr: record from which step each peak lr
         # ran, so that metrics.json says what ran.
         lr = self.learning_rate()

@@ -15,6 +15,7 @@ SyRe only touches the optimizer step.
 One concern per module, each importing only those listed before it:
 
 - `anchors`: how θ0 and D are drawn (seeded by name), copied to the device, and measured;
+- `storage`: how they are kept (an fp32 copy, a rounded copy, or regenerated at each step);
 - `coverage`: which parameters are covered, and `syre_param_groups` for the optimizer;
 - `decay`: the step itself (`decay_toward_anchor`, one fused pass per bucket of tensors), its
   buckets, `steady_pull`, and the hook that runs it after the gradients;
@@ -25,13 +26,14 @@ One concern per module, each importing only those listed before it:
   https://arxiv.org/abs/2408.15495
 """
 
-from ssl_syre.syre.anchors import ANCHOR_SCALES
+from ssl_syre.syre.anchors import ANCHOR_SCALES, ANCHOR_STORAGES
 from ssl_syre.syre.core import SyRe
 from ssl_syre.syre.coverage import NamedParameters, syre_param_groups
 from ssl_syre.syre.decay import MODES, decay_toward_anchor, steady_pull
 
 __all__ = [
     "ANCHOR_SCALES",
+    "ANCHOR_STORAGES",
     "MODES",
     "NamedParameters",
     "SyRe",

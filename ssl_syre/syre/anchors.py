@@ -13,7 +13,13 @@ from torch import Tensor
 # How sigma0 sets the anchor std: sigma0/√fan_in (init-relative), or sigma0 itself (the paper's
 # θ0 ~ N(0, σ0²) read literally).
 ANCHOR_SCALES = ("fan_in", "absolute")
+# How the anchors are kept (ssl_syre.syre.storage): an fp32 copy, a rounded copy, or none
+# (redrawn at every step from a per-tensor seed).
+ANCHOR_STORAGES = ("float32", "bfloat16", "float16", "regenerate")
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
+# Elements per chunk where anchors are made for one step (rounded or regenerated storage): the
+# temporaries of a step stay under 64 MiB of fp32 whatever the model's size.
+CHUNK_NUMEL = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -26,9 +32,10 @@ class AnchorSpec:
         d_eps: Half-width of D's entries around 1; 0 means D = I (no D tensors).
         seed: Seed of the anchors and of D.
         include_1d: Whether biases and other 1-D tensors are covered.
+        storage: How the anchors are kept, one of ANCHOR_STORAGES (ssl_syre.syre.storage).
 
     Raises:
-        ValueError: For an unknown anchor_scale, sigma0 < 0, or d_eps outside [0, 1).
+        ValueError: For an unknown anchor_scale or storage, sigma0 < 0, or d_eps outside [0, 1).
     """
 
     sigma0: float = 1.0
@@ -36,11 +43,16 @@ class AnchorSpec:
     d_eps: float = 0.0
     seed: int = 0
     include_1d: bool = False
+    storage: str = "float32"
 
     def __post_init__(self) -> None:
         if self.anchor_scale not in ANCHOR_SCALES:
             raise ValueError(
                 f"SyRe anchor_scale must be one of {ANCHOR_SCALES}, got '{self.anchor_scale}'"
+            )
+        if self.storage not in ANCHOR_STORAGES:
+            raise ValueError(
+                f"SyRe anchor_storage must be one of {ANCHOR_STORAGES}, got '{self.storage}'"
             )
         if self.sigma0 < 0:
             raise ValueError(f"SyRe sigma0 must be >= 0, got {self.sigma0}")
@@ -55,15 +67,20 @@ class AnchorSpec:
         object.__setattr__(self, "include_1d", bool(self.include_1d))
 
 
-def generator_for(seed: int, name: str, stream: str) -> torch.Generator:
-    """A CPU generator seeded from (seed, parameter name, stream).
+def tensor_seed(seed: int, name: str, stream: str) -> int:
+    """The seed of one tensor's draw, from (seed, parameter name, stream: "anchor" or "d").
 
     Hashing the name (not Python's salted `hash`) makes each draw independent of parameter
-    order, process, device and resume: the same seed and name always give the same numbers.
+    order, process and resume: the same seed and name always give the same numbers.
     """
     digest = hashlib.sha256(f"syre/{stream}/{seed}/{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def generator_for(seed: int, name: str, stream: str) -> torch.Generator:
+    """A CPU generator seeded with `tensor_seed(seed, name, stream)`."""
     generator = torch.Generator(device="cpu")
-    generator.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    generator.manual_seed(tensor_seed(seed, name, stream))
     return generator
 
 
@@ -79,15 +96,28 @@ def centered_at_init(name: str, param: Tensor) -> bool:
     return param.ndim <= 1 or name.endswith(".bias")
 
 
+def anchor_noise(spec: AnchorSpec, param: Tensor, generator: torch.Generator) -> Tensor:
+    """N(0, σ²) of `param`'s shape in fp32 on the generator's device, σ from sigma0 and
+    anchor_scale: the random part of θ0, the same steps wherever it is drawn."""
+    divisor = math.sqrt(fan_in(param)) if spec.anchor_scale == "fan_in" else 1.0
+    noise = torch.randn(
+        param.shape, generator=generator, dtype=torch.float32, device=generator.device
+    )
+    return noise.mul_(spec.sigma0 / divisor)
+
+
+def d_uniform(spec: AnchorSpec, shape: torch.Size, generator: torch.Generator) -> Tensor:
+    """D's diagonal of `shape`: uniform in [1 − d_eps, 1 + d_eps], fp32 on the generator's device."""
+    uniform = torch.rand(shape, generator=generator, dtype=torch.float32, device=generator.device)
+    return uniform.mul_(2 * spec.d_eps).add_(1 - spec.d_eps)
+
+
 def draw_anchor(spec: AnchorSpec, name: str, param: Tensor) -> Tensor:
     """θ0 for one parameter as an fp32 CPU tensor: N(0, σ²) noise, plus the tensor's current
     value where `centered_at_init`; exactly 0 everywhere when sigma0 = 0 (the off arm)."""
     if spec.sigma0 == 0.0:  # exact +0.0 everywhere (randn·0 would give some -0.0)
         return torch.zeros(param.shape, dtype=torch.float32)
-    divisor = math.sqrt(fan_in(param)) if spec.anchor_scale == "fan_in" else 1.0
-    generator = generator_for(spec.seed, name, "anchor")
-    noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
-    noise.mul_(spec.sigma0 / divisor)
+    noise = anchor_noise(spec, param, generator_for(spec.seed, name, "anchor"))
     if centered_at_init(name, param):
         noise.add_(param.detach().to("cpu", torch.float32))
     return noise
@@ -95,9 +125,7 @@ def draw_anchor(spec: AnchorSpec, name: str, param: Tensor) -> Tensor:
 
 def draw_d(spec: AnchorSpec, name: str, shape: torch.Size) -> Tensor:
     """D's diagonal for one parameter: uniform in [1 − d_eps, 1 + d_eps], fp32 on the CPU."""
-    generator = generator_for(spec.seed, name, "d")
-    uniform = torch.rand(shape, generator=generator, dtype=torch.float32)
-    return uniform.mul_(2 * spec.d_eps).add_(1 - spec.d_eps)
+    return d_uniform(spec, shape, generator_for(spec.seed, name, "d"))
 
 
 def check_precision(named: Iterable[tuple[str, Tensor]]) -> None:
@@ -111,40 +139,29 @@ def check_precision(named: Iterable[tuple[str, Tensor]]) -> None:
             )
 
 
-def like_param(master: Tensor, param: Tensor) -> Tensor:
-    """`master` on `param`'s device and dtype, with its strides (channels_last weights stay on
-    the foreach fast path); `master` itself when it already matches."""
-    if param.device == master.device and param.dtype == master.dtype and param.is_contiguous():
+def like_param(master: Tensor, param: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """`master` on `param`'s device, in `dtype` (default: `param`'s), with `param`'s strides
+    (channels_last weights stay on the foreach fast path); `master` itself when it matches."""
+    dtype = param.dtype if dtype is None else dtype
+    if param.device == master.device and dtype == master.dtype and param.is_contiguous():
         return master
-    return torch.empty_like(param, memory_format=torch.preserve_format).copy_(master)
+    empty = torch.empty_like(param, dtype=dtype, memory_format=torch.preserve_format)
+    return empty.copy_(master)
 
 
-class DeviceAnchors:
-    """The anchors and D of each parameter on its device, dtype and layout, kept until it moves.
-
-    With all anchors at 0 (sigma0 = 0) the anchor is None: the update then needs no anchor tensor.
-
-    Args:
-        anchors: θ0 per name (the fp32 CPU masters).
-        d_diagonal: D per name, or None for D = I.
-        zero: Whether every anchor is 0.
-    """
-
-    def __init__(
-        self, anchors: Mapping[str, Tensor], d_diagonal: Mapping[str, Tensor] | None, zero: bool
-    ) -> None:
-        self._anchors, self._d_diagonal, self._zero = anchors, d_diagonal, zero
-        self._copies: dict[str, tuple[torch.device, torch.dtype, Tensor | None, Tensor | None]] = {}
-
-    def get(self, name: str, param: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        """(anchor or None, D or None) of `name`, like `param`."""
-        cached = self._copies.get(name)
-        if cached is not None and cached[0] == param.device and cached[1] == param.dtype:
-            return cached[2], cached[3]
-        anchor = None if self._zero else like_param(self._anchors[name], param)
-        d = None if self._d_diagonal is None else like_param(self._d_diagonal[name], param)
-        self._copies[name] = (param.device, param.dtype, anchor, d)
-        return anchor, d
+def numel_chunks(tensors: list[Tensor], limit: int | None = None) -> list[list[int]]:
+    """Positions of `tensors` in consecutive chunks of at most `limit` (default CHUNK_NUMEL)
+    elements; a larger tensor forms a chunk of its own."""
+    limit = CHUNK_NUMEL if limit is None else limit
+    chunks: list[list[int]] = []
+    size = 0
+    for i, tensor in enumerate(tensors):
+        if not chunks or size + tensor.numel() > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(i)
+        size += tensor.numel()
+    return chunks
 
 
 def fingerprint(anchors: Mapping[str, Tensor], d_diagonal: Mapping[str, Tensor] | None) -> float:
@@ -180,20 +197,29 @@ def distance_to_anchor(
         by_device.setdefault(params[name].device, []).append(name)
     distance_sq: dict[str, float] = {}
     anchor_sq: dict[str, float] = {}
-    for group_names in by_device.values():
-        weights = [params[n].detach() for n in group_names]
-        zeros_if_none = [anchors[n] for n in group_names]
-        centers = [
-            torch.zeros_like(w) if a is None else a
-            for w, a in zip(weights, zeros_if_none, strict=True)
-        ]
-        diffs = torch._foreach_sub(weights, centers)
+    for device_names in by_device.values():
+        norms: list[Tensor] = []
+        # In chunks: anchors made on demand (rounded or regenerated storage) never all exist
+        # at once. Each norm is per tensor, so chunking changes no value.
+        chunks = numel_chunks([params[n] for n in device_names])
+        for chunk in ([device_names[i] for i in c] for c in chunks):
+            weights = [params[n].detach() for n in chunk]
+            zeros_if_none = [anchors[n] for n in chunk]
+            centers = [
+                torch.zeros_like(w) if a is None else a
+                for w, a in zip(weights, zeros_if_none, strict=True)
+            ]
+            diffs = torch._foreach_sub(weights, centers)
+            norms += [n.double() for n in torch._foreach_norm(diffs)]
+            norms += [n.double() for n in torch._foreach_norm(centers)]
         # One host transfer per device, not one sync per parameter.
-        norms = torch._foreach_norm(diffs) + torch._foreach_norm(centers)
-        values = torch.stack([n.double() for n in norms]).cpu().tolist()
-        for i, name in enumerate(group_names):
-            distance_sq[name] = values[i] ** 2
-            anchor_sq[name] = values[len(group_names) + i] ** 2
+        values = torch.stack(norms).cpu().tolist()
+        position = 0
+        for chunk in chunks:
+            for k, i in enumerate(chunk):
+                distance_sq[device_names[i]] = values[position + k] ** 2
+                anchor_sq[device_names[i]] = values[position + len(chunk) + k] ** 2
+            position += 2 * len(chunk)
 
     def ratio(part: list[str]) -> float:
         num, den = sum(distance_sq[n] for n in part), sum(anchor_sq[n] for n in part)

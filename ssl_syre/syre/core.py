@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from ssl_syre.syre.anchors import AnchorSpec, DeviceAnchors, check_precision, draw_anchor, draw_d
+from ssl_syre.syre.anchors import AnchorSpec, check_precision
 from ssl_syre.syre.anchors import distance_to_anchor as _distance_to_anchor
 from ssl_syre.syre.coverage import NamedParameters, select_covered
 from ssl_syre.syre.decay import (
@@ -22,9 +22,11 @@ from ssl_syre.syre.decay import (
     after_gradients,
     bucket_covered,
     check_mode,
+    decay_in_chunks,
     decay_toward_anchor,
 )
 from ssl_syre.syre.state import from_state_dict, to_state_dict
+from ssl_syre.syre.storage import AnchorStore, cpu_tables, on_device_anchors
 
 
 class SyRe:
@@ -59,6 +61,12 @@ class SyRe:
     fan_in = 1 (σ = sigma0) and are anchored around their values when SyRe is built (a
     BatchNorm scale of 1 gets θ0 ~ N(1, σ²)), not around 0; with sigma0 = 0 every anchor is 0.
 
+    `anchor_storage` says how the anchors are kept (ssl_syre.syre.storage): "float32" (a copy),
+    "bfloat16"/"float16" (a rounded copy, half the bytes) or "regenerate" (no copy: drawn again
+    on the parameter's device at each step from a per-tensor seed; bit for bit the stored
+    anchors on the CPU, another draw of the same distribution on a GPU). With sigma0 = 0 every
+    storage is the same plain decay toward 0.
+
     Covered parameters must be fp32 or fp64: in bf16/fp16 the per-step pull lr·γ·(w − θ0) is
     below one ulp of w and rounds away (use fp32 master weights, e.g. Lightning
     `precision="bf16-mixed"`).
@@ -80,10 +88,11 @@ class SyRe:
             each layer's init scale) or "absolute" (std sigma0 for every tensor, the paper's
             θ0 ~ N(0, σ0²) as written; sigma0 = 0.01 absolute is 0.01·√512 ≈ 0.23 fan_in-relative
             on a fan_in-512 layer).
+        anchor_storage: "float32", "bfloat16", "float16" or "regenerate" (see above).
 
     Raises:
-        ValueError: For an unknown mode, negative weight_decay/sigma0, d_eps outside [0, 1),
-            bf16/fp16 covered parameters, or duplicate names in `parameters`.
+        ValueError: For an unknown mode or storage, negative weight_decay/sigma0, d_eps outside
+            [0, 1), bf16/fp16 covered parameters, or duplicate names in `parameters`.
 
     Examples:
         >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
@@ -107,19 +116,16 @@ class SyRe:
         include_1d: bool = False,
         parameters: NamedParameters | None = None,
         anchor_scale: str = "fan_in",
+        anchor_storage: str = "float32",
     ) -> None:
-        self._spec = AnchorSpec(sigma0, anchor_scale, d_eps, seed, include_1d)
+        spec = AnchorSpec(sigma0, anchor_scale, d_eps, seed, include_1d, anchor_storage)
         self.weight_decay = weight_decay
         self.mode = mode
-        self._params = select_covered(module, parameters, self._spec.include_1d)
+        self._params = select_covered(module, parameters, spec.include_1d)
         check_precision(self._params.items())
         self._name_of = {id(p): name for name, p in self._params.items()}
-        spec = self._spec
-        self._anchors = {n: draw_anchor(spec, n, p) for n, p in self._params.items()}
-        self._d_diagonal = (
-            {n: draw_d(spec, n, p.shape) for n, p in self._params.items()} if spec.d_eps else None
-        )
-        self._reset_device_state()
+        self._store = AnchorStore.draw(spec, self._params)
+        self._buckets = BucketCache()
         self._handle: Any = None
 
     # ------------------------------------------------------------------ configuration
@@ -147,32 +153,37 @@ class SyRe:
     @property
     def sigma0(self) -> float:
         """Anchor scale: anchor std = sigma0/√fan_in, or sigma0 when anchor_scale is absolute."""
-        return self._spec.sigma0
+        return self._store.spec.sigma0
 
     @property
     def anchor_scale(self) -> str:
         """ "fan_in" (std sigma0/√fan_in) or "absolute" (std sigma0)."""
-        return self._spec.anchor_scale
+        return self._store.spec.anchor_scale
 
     @property
     def d_eps(self) -> float:
         """Half-width of D's entries around 1; 0 means D = I."""
-        return self._spec.d_eps
+        return self._store.spec.d_eps
 
     @property
     def seed(self) -> int:
         """Seed of the anchors and of D."""
-        return self._spec.seed
+        return self._store.spec.seed
 
     @property
     def include_1d(self) -> bool:
         """Whether biases and other 1-D tensors are covered."""
-        return self._spec.include_1d
+        return self._store.spec.include_1d
+
+    @property
+    def anchor_storage(self) -> str:
+        """How the anchors are kept: "float32", "bfloat16", "float16" or "regenerate"."""
+        return self._store.spec.storage
 
     @property
     def zero_anchors(self) -> bool:
         """σ0 = 0: plain decay toward 0 through SyRe's own update (the fair "off" arm)."""
-        return self._spec.sigma0 == 0.0
+        return self._store.spec.sigma0 == 0.0
 
     @property
     def covered_names(self) -> list[str]:
@@ -189,13 +200,36 @@ class SyRe:
 
     @property
     def anchors(self) -> dict[str, Tensor]:
-        """θ0 per covered name, as fp32 CPU tensors (do not modify them in place)."""
-        return dict(self._anchors)
+        """θ0 per covered name, as fp32 CPU tensors (do not modify them in place): the anchors
+        the update uses (rounded ones widened; regenerated ones drawn on the parameters' device
+        and copied, which makes a full copy for as long as the dict is kept)."""
+        return cpu_tables(self._store, self._params)[0]
 
     @property
     def d_diagonal(self) -> dict[str, Tensor] | None:
         """D's diagonal per covered name (fp32, CPU), or None when d_eps == 0 (D = I)."""
-        return None if self._d_diagonal is None else dict(self._d_diagonal)
+        if not self._store.spec.d_eps:
+            return None
+        return cpu_tables(self._store, self._params)[1]
+
+    def held_bytes(self) -> dict[str, int]:
+        """Bytes of the anchor and D tensors SyRe keeps, per device type ("cpu", "cuda"):
+        masters and device copies, each tensor once; a step's chunk temporaries not counted."""
+        return self._store.held_bytes()
+
+    def fingerprint(self) -> float:
+        """A number that differs when any anchor or D entry the update uses differs (see
+        `anchors.fingerprint`); made once per device, one tensor at a time."""
+        return self._store.fingerprint(self._params)
+
+    def verify_anchors(self) -> None:
+        """After loading a regenerated state: check once that this device draws the anchors the
+        checkpoint's device drew (else resuming would move every anchor).
+
+        Raises:
+            ValueError: If the anchors differ; see `storage.AnchorStore.verify`.
+        """
+        self._store.verify(self._params)
 
     @property
     def attached(self) -> bool:
@@ -272,10 +306,16 @@ class SyRe:
         plan = self._plan(optimizer)
         if self._weight_decay == 0.0:
             return
+        if self._store.expected is not None:
+            self.verify_anchors()
         for bucket in plan:
             params, anchors, scales = bucket.with_grad()
-            if params:
-                lr = optimizer.param_groups[bucket.group_index]["lr"]
+            if not params:
+                continue
+            lr = optimizer.param_groups[bucket.group_index]["lr"]
+            if self._store.transient:  # rounded or regenerated anchors, made chunk by chunk
+                decay_in_chunks(params, self._on_device, lr, self._weight_decay, self._mode)
+            else:
                 decay_toward_anchor(params, anchors, scales, lr, self._weight_decay, self._mode)
 
     @torch.no_grad()
@@ -285,9 +325,13 @@ class SyRe:
         With θ0 = 0 and D = I this is the parameter itself (no copy), so that an optimizer
         using it computes exactly what it computes with its own weight decay.
         """
-        anchor, d = self._device_anchors.get(self._name_of[id(param)], param)
+        anchor, d = self._on_device(param)
         displacement = param.detach() if anchor is None else param.detach() - anchor
         return displacement if d is None else displacement * d
+
+    def _on_device(self, param: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """(θ0 or None, D or None) of a covered parameter, like it (see `AnchorStore.like`)."""
+        return self._store.like(self._name_of[id(param)], param)
 
     def _pre_step(
         self, optimizer: Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -297,22 +341,20 @@ class SyRe:
         return after_gradients(args, kwargs, lambda: self.apply(optimizer), coupled)
 
     def _plan(self, optimizer: Optimizer) -> list[Bucket]:
+        # Buckets hold kept device copies; anchors made at each step are made in apply().
+        on_device = _nothing if self._store.transient else self._store.like
         return self._buckets.get(
-            optimizer, lambda: bucket_covered(optimizer, self._name_of, self._device_anchors.get)
+            optimizer, lambda: bucket_covered(optimizer, self._name_of, on_device)
         )
-
-    def _reset_device_state(self) -> None:
-        """Forget device copies of the anchors and cached buckets (they are rebuilt lazily)."""
-        self._device_anchors = DeviceAnchors(self._anchors, self._d_diagonal, self.zero_anchors)
-        self._buckets = BucketCache()
 
     # ------------------------------------------------------------------ state and logging
 
     def state_dict(self) -> dict[str, Any]:
-        """Config, covered names, anchors (and D) as CPU tensors; loadable with weights_only."""
-        return to_state_dict(
-            self._weight_decay, self._mode, self._spec, self._anchors, self._d_diagonal
-        )
+        """Config, covered names, and the anchors (and D) as kept: CPU tensors, or for
+        regenerated anchors their seeds and fingerprint; loadable with weights_only."""
+        regenerate = self.anchor_storage == "regenerate"
+        check = self._store.check_of(self._params) if regenerate else None
+        return to_state_dict(self._weight_decay, self._mode, self._store, self.covered_names, check)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore config, anchors and D from `state_dict`, as optimizers restore their lrs.
@@ -322,9 +364,8 @@ class SyRe:
                 incomplete.
         """
         state = from_state_dict(state_dict, {n: p.shape for n, p in self._params.items()})
-        self.weight_decay, self.mode, self._spec = state.weight_decay, state.mode, state.spec
-        self._anchors, self._d_diagonal = state.anchors, state.d_diagonal
-        self._reset_device_state()
+        self.weight_decay, self.mode, self._store = state.weight_decay, state.mode, state.store
+        self._buckets = BucketCache()
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle and deepcopy without the optimizer hook: a copy starts detached.
@@ -333,8 +374,7 @@ class SyRe:
         covers the copied parameters, since the parameters are copied through the same memo.
         """
         state = self.__dict__.copy()
-        state.update(_handle=None, _buckets=BucketCache())
-        state["_device_anchors"] = DeviceAnchors(self._anchors, self._d_diagonal, self.zero_anchors)
+        state.update(_handle=None, _buckets=BucketCache())  # the store drops its device copies
         del state["_name_of"]
         return state
 
@@ -358,5 +398,10 @@ class SyRe:
             {"all": ..., <part>: ...}; a part whose anchors are all zero (sigma0 = 0) reports
             inf (or 0 if its weights are zero too).
         """
-        anchors = {n: self._device_anchors.get(n, p)[0] for n, p in self._params.items()}
+        anchors = on_device_anchors(self._store, self._params)
         return _distance_to_anchor(self._params, anchors, prefixes)
+
+
+def _nothing(name: str, param: Tensor) -> tuple[None, None]:
+    """No kept device tensors: the store makes them at each step."""
+    return None, None

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ssl_syre.syre.anchors import check_precision
+from ssl_syre.syre.anchors import check_precision, numel_chunks
 
 MODES = ("decoupled", "coupled")
 _DOUBLE_DECAY = (
@@ -96,6 +96,25 @@ def decay_toward_anchor(
         torch._foreach_addcmul_(grads, scales, params, value=weight_decay)
         if anchors:
             torch._foreach_addcmul_(grads, scales, anchors, value=-weight_decay)
+
+
+@torch.no_grad()
+def decay_in_chunks(
+    params: list[Tensor],
+    make: Callable[[Tensor], tuple[Tensor | None, Tensor | None]],
+    lr: float,
+    weight_decay: float,
+    mode: str,
+) -> None:
+    """`decay_toward_anchor` with each parameter's (θ0 or None, D or None) made by `make`, a
+    chunk of at most `anchors.CHUNK_NUMEL` values at a time: anchors kept rounded or drawn
+    again at each step never exist all at once in fp32."""
+    for chunk in numel_chunks(params):
+        chunk_params = [params[i] for i in chunk]
+        made = [make(p) for p in chunk_params]
+        anchors = [a for a, _ in made if a is not None]  # none when σ0 = 0
+        scales = [d for _, d in made if d is not None] or None
+        decay_toward_anchor(chunk_params, anchors, scales, lr, weight_decay, mode)
 
 
 @dataclass

@@ -7,19 +7,21 @@ import torch
 
 from ssl_syre.errors import UserError
 from ssl_syre.syre import SyRe
-from ssl_syre.syre.anchors import fingerprint
 
 
 def anchor_fingerprint(syre: SyRe) -> float:
-    """A number that differs when any anchor or D entry differs: a hash folded into [0, 1)."""
-    return fingerprint(syre.anchors, syre.d_diagonal)
+    """A number that differs when any anchor or D entry differs: a hash folded into [0, 1) of
+    the anchors the update uses (regenerated ones as this process's device draws them)."""
+    return syre.fingerprint()
 
 
 class SyReAnchorCheck(pl.Callback):
     """At the start of fit, compare the SyRe anchors of every process; stop if they differ.
 
-    Anchors are drawn from (seed, parameter name) on the CPU, so they agree by construction;
-    this check catches runs whose processes were given different configs or seeds.
+    Kept anchors are drawn from (seed, parameter name) on the CPU, so they agree by
+    construction; this check catches runs whose processes were given different configs or
+    seeds, and, with syre.anchor_storage=regenerate, processes whose devices draw other
+    numbers from the same seeds (another GPU model).
     """
 
     def __init__(self) -> None:

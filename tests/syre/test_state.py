@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -109,3 +110,29 @@ def test_a_refused_state_changes_nothing(fixture: dict) -> None:
     after = syre.state_dict()
     assert after["config"] == before["config"]
     assert all(torch.equal(after["anchors"][n], t) for n, t in before["anchors"].items())
+
+
+def regenerated_state() -> dict:
+    return SyRe(
+        mlp(), sigma0=0.3, d_eps=0.1, include_1d=True, anchor_storage="regenerate"
+    ).state_dict()
+
+
+@pytest.mark.parametrize(
+    ("break_it", "message"),
+    [
+        (lambda s: s["config"].update(anchor_storage="float8"), "anchor_storage must be one of"),
+        (lambda s: s["anchor_seeds"].pop("3.weight"), "does not match"),
+        (lambda s: s.update(d_seeds=None), "D must be kept"),
+        (lambda s: s["config"].pop("anchor_storage"), "anchor seeds without"),
+        (lambda s: s["anchors"].update({"3.weight": torch.zeros(12, 12)}), "does not match"),
+    ],
+)
+def test_a_broken_regenerated_state_is_refused(break_it: Any, message: str) -> None:
+    """Seeds and kept anchors together name every covered tensor once; D is seeded iff d_eps."""
+    state = regenerated_state()
+    break_it(state)
+    syre = SyRe(mlp(), include_1d=True)
+    with pytest.raises(ValueError, match=message):
+        syre.load_state_dict(state)
+    assert syre.anchor_storage == "float32"

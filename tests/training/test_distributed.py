@@ -132,9 +132,11 @@ def test_simclr_without_gathering_sees_fewer_negatives(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_process_ddp_run(tiny: list[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("storage", ["float32", "regenerate"])
+def test_two_process_ddp_run(tiny: list[str], tmp_path: Path, storage: str) -> None:
     result = run_train(
         *tiny,
+        f"syre.anchor_storage={storage}",
         "data.batch_size=32",
         "trainer.devices=2",
         "trainer.strategy=ddp",
@@ -153,11 +155,19 @@ def test_two_process_ddp_run(tiny: list[str], tmp_path: Path) -> None:
     assert metrics["knn"], "rank 0 evaluated"
 
 
-def test_anchor_fingerprint_tells_seeds_apart() -> None:
+@pytest.mark.parametrize("storage", ["float32", "bfloat16", "regenerate"])
+def test_anchor_fingerprint_tells_seeds_apart(storage: str) -> None:
+    from ssl_syre.syre.anchors import fingerprint
     from ssl_syre.training.distributed import anchor_fingerprint
 
-    a, b = build("simclr"), build("simclr")
+    def method(*extra: str):
+        overrides = ["backbone.name=test_vit", "data.name=digits", "syre.d_eps=0.1", *extra]
+        cfg = load_config(None, [*overrides, f"syre.anchor_storage={storage}"])
+        return METHODS["simclr"](cfg, data_info(cfg.data))
+
+    a, b = method(), method()
     assert anchor_fingerprint(a.syre) == anchor_fingerprint(b.syre)
-    cfg = load_config(None, ["backbone.name=test_vit", "data.name=digits", "syre.seed=5"])
-    other = METHODS["simclr"](cfg, data_info(cfg.data))
-    assert anchor_fingerprint(other.syre) != anchor_fingerprint(a.syre)
+    # The hash of the anchors the update uses, whatever keeps them.
+    assert anchor_fingerprint(a.syre) == fingerprint(a.syre.anchors, a.syre.d_diagonal)
+    assert anchor_fingerprint(method("syre.seed=5").syre) != anchor_fingerprint(a.syre)
+    assert anchor_fingerprint(method("syre.d_eps=0.2").syre) != anchor_fingerprint(a.syre)

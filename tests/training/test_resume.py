@@ -241,3 +241,30 @@ def test_every_stop_resumes_to_the_uninterrupted_weights(
     expected = json.loads((whole_run / "metrics.json").read_text())["run"]
     assert (metrics["epochs"], metrics["steps"]) == (expected["epochs"], expected["steps"])
     assert "not resumable" not in stderr
+
+
+@pytest.mark.slow
+def test_a_regenerate_run_checkpoints_seeds_and_resumes_bitwise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """syre.anchor_storage=regenerate: the checkpoint holds per-tensor seeds instead of anchor
+    tensors, a resume gives the uninterrupted weights, and a checkpoint whose anchors another
+    device drew is refused with one line."""
+    regen = [*STEPS, f"output_dir={tmp_path}", "syre.anchor_storage=regenerate"]
+    assert cli(capsys, *regen, "run_name=whole", "trainer.max_steps=8")[0] == 0
+    assert cli(capsys, *regen, "run_name=cut", "trainer.max_steps=4")[0] == 0
+    checkpoint = tmp_path / "cut/checkpoints/last.ckpt"
+    syre = torch.load(checkpoint, weights_only=True)["syre"]
+    assert syre["config"]["anchor_storage"] == "regenerate"
+    assert syre["anchors"] == {} and len(syre["anchor_seeds"]) == len(syre["covered_names"])
+    assert syre["anchor_check"]["device"] == "cpu"
+    shutil.copytree(tmp_path / "cut", tmp_path / "moved")
+    code, stderr = cli(capsys, *regen, "trainer.max_steps=8", f"resume={tmp_path / 'cut'}")
+    assert code == 0, stderr[-3000:]
+    assert_same_weights(tmp_path / "whole/checkpoints/last.ckpt", checkpoint)
+
+    state = torch.load(tmp_path / "moved/checkpoints/last.ckpt", weights_only=True)
+    state["syre"]["anchor_check"] = {"device": "cuda:0", "fingerprint": 0.5}
+    torch.save(state, tmp_path / "moved/checkpoints/last.ckpt")
+    code, stderr = cli(capsys, *regen, "trainer.max_steps=8", f"resume={tmp_path / 'moved'}")
+    one_error_line(code, stderr, "regenerated on cuda:0")
