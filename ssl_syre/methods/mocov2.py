@@ -39,8 +39,11 @@ class MoCoV2(MomentumMethod):
     """Contrastive learning against a queue of keys from a momentum encoder [0, 1].
 
     Each view's query (online network) must pick out the other view's key (momentum copy)
-    among the queued keys of earlier batches. The loss is symmetrized over the two views, as
-    in lightly's benchmarks, so each step enqueues both views' keys. The queue is a
+    among the queued keys of earlier batches. The loss is symmetrized over the two views; both
+    terms score against the queue as it stood before the step, then both views' keys enter it
+    (solo-learn's MoCo V2+ and the MoCo reference code: a term that saw the other term's keys
+    would find the key of its own image among its negatives). Under DDP the keys of every
+    process enter the queue (the reference code's concat_all_gather). The queue is a
     non-persistent buffer: a resumed run refills it. The momentum copies are never trained or
     decayed; they follow the online weights, anchors included.
     """
@@ -54,9 +57,12 @@ class MoCoV2(MomentumMethod):
             feature_dim, self.kwargs.projection_hidden_dim, out
         )
         self.build_momentum_copies()  # backbone_momentum, projection_head_momentum
+        # gather_distributed: lightly's memory bank gathers the keys of every process before
+        # they enter the queue (with a memory bank the negatives come from the queue alone).
         self.criterion = NTXentLoss(
             temperature=self.kwargs.temperature,
             memory_bank_size=(self.kwargs.queue_size, out),
+            gather_distributed=True,
         )
 
     def keys(self, x: Tensor) -> Tensor:
@@ -74,7 +80,9 @@ class MoCoV2(MomentumMethod):
         x0, x1 = views[:2]
         q0, q1 = (self.projection_head(self.backbone(x)) for x in (x0, x1))
         k0, k1 = self.keys(x0), self.keys(x1)
-        return 0.5 * (self.criterion(q0, k1) + self.criterion(q1, k0))
+        # One call on both pairs: lightly's loss reads the queue, scores every query against it,
+        # and only then enqueues the keys. The mean over both halves is the mean of the two terms.
+        return self.criterion(torch.cat([q0, q1]), torch.cat([k1, k0]))
 
     @classmethod
     def build_transform(cls, info: DataInfo, data_cfg: DataConfig) -> MoCoV2Transform:
