@@ -24,8 +24,8 @@ from ssl_syre.data.augment import BatchAugment, ViewRecipe, augment_seed, proces
 from ssl_syre.errors import UserError, suggest
 from ssl_syre.lars import SyReLARS
 from ssl_syre.methods.optim import (
-    CosineSchedule,
     SCHEDULED_DECAY,
+    CosineSchedule,
     conv_linear_names,
     mark_scheduled_decay,
     optimizer_kernels,
