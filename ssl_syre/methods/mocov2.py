@@ -20,7 +20,9 @@ from torch import Tensor
 from ssl_syre.config import DataConfig, ranged
 from ssl_syre.data import DataInfo, ssl_transform_kwargs
 from ssl_syre.data.augment import ViewRecipe
+from ssl_syre.errors import UserError
 from ssl_syre.methods.momentum import MomentumMethod
+from ssl_syre.methods.split_batchnorm import split_batch_norms
 
 
 @dataclass
@@ -33,6 +35,10 @@ class MoCoV2Kwargs:
     # Key-encoder momentum, cosine-scheduled to momentum_end.
     momentum_start: float = ranged(0.99, "[0, 1]")
     momentum_end: float = ranged(1.0, "[0, 1]")
+    # BatchNorm subsets per device in training, in the query and key encoders (lightly's CIFAR-10
+    # benchmark: 8): on one device, shuffle-BN's stand-in. Under DDP the key batch is shuffled
+    # across processes instead and BatchNorm is not split. 1: plain BatchNorm.
+    split_bn: int = ranged(8, "[1, inf)")
 
 
 class MoCoV2(MomentumMethod):
@@ -52,6 +58,8 @@ class MoCoV2(MomentumMethod):
     Kwargs = MoCoV2Kwargs
 
     def build_heads(self, feature_dim: int) -> None:
+        if self.kwargs.split_bn > 1:
+            self.split_backbone_bn(self.kwargs.split_bn)
         out = self.kwargs.projection_output_dim
         self.projection_head = MoCoProjectionHead(
             feature_dim, self.kwargs.projection_hidden_dim, out
@@ -65,10 +73,29 @@ class MoCoV2(MomentumMethod):
             gather_distributed=True,
         )
 
+    def split_backbone_bn(self, num_splits: int) -> None:
+        """Split the backbone's BatchNorm into `num_splits` subsets in training (its momentum
+        copy follows: it is a copy, or is split alike); same parameters, buffers and names."""
+        for part in ("backbone", "backbone_momentum"):
+            if hasattr(self, part):
+                others = split_batch_norms(getattr(self, part), num_splits)
+                if others and num_splits > 1:
+                    raise UserError(
+                        f"method_kwargs.split_bn={num_splits} splits nn.BatchNorm2d layers only, "
+                        f"and {self.cfg.backbone.name} has another BatchNorm at '{others[0]}'; "
+                        "set method_kwargs.split_bn=1"
+                    )
+
+    def on_fit_start(self) -> None:
+        # Under DDP the key batch is shuffled across processes (see `keys`): plain BatchNorm.
+        if self.trainer.world_size > 1:
+            self.split_backbone_bn(1)
+
     def keys(self, x: Tensor) -> Tensor:
-        """The momentum encoder's projections, without gradient. Under DDP the batch is
-        shuffled across processes first (shuffling BN), so BatchNorm statistics cannot
-        leak which key belongs to which query."""
+        """The momentum encoder's projections, without gradient. The batch is shuffled first:
+        across processes under DDP (shuffling BN), on one device before the split BatchNorm, so
+        a key's BatchNorm subset is not its query's and the statistics cannot leak which key
+        belongs to which query."""
         with torch.no_grad():
             distributed = dist.world_size() > 1
             x, shuffle = batch_shuffle(x, distributed=distributed)

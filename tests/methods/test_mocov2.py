@@ -10,6 +10,10 @@ from tests.conftest import build_method, losses_on_fixed_views
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+# Plain BatchNorm: a key then does not depend on the random batch shuffle, so a key computed
+# again is the one the step computed. Split BatchNorm: tests/methods/test_split_batchnorm.py.
+PLAIN_BN = "method_kwargs.split_bn=1"
+
 
 def views(model, count: int = 8, seed: int = 0) -> list[torch.Tensor]:
     size = model.info.image_size
@@ -18,7 +22,7 @@ def views(model, count: int = 8, seed: int = 0) -> list[torch.Tensor]:
 
 
 def test_queue_fills_with_both_views_keys() -> None:
-    model, _ = build_method("mocov2", "method_kwargs.queue_size=64")
+    model, _ = build_method("mocov2", "method_kwargs.queue_size=64", PLAIN_BN)
     bank = model.criterion.memory_bank
     assert bank.bank.shape == (64, 16)
     x0, x1 = views(model)
@@ -35,7 +39,7 @@ def test_the_loss_is_cross_entropy_against_the_queued_negatives() -> None:
     MoCo V2+ and the MoCo reference code do (a second term that saw the first term's keys would
     find the key of its own image among its negatives); a bypassed queue fails it too, and a
     different queue gives a different loss."""
-    model, _ = build_method("mocov2", "method_kwargs.queue_size=32")
+    model, _ = build_method("mocov2", "method_kwargs.queue_size=32", PLAIN_BN)
     model.update_momentum_copies = lambda: model.kwargs.momentum_start  # keep the keys fixed
     bank = model.criterion.memory_bank
     x0, x1 = views(model)
@@ -64,7 +68,7 @@ def test_keys_gathered_from_every_process_enter_the_queue(
     from lightly.models import utils as lightly_utils
     from lightly.utils import dist as lightly_dist
 
-    model, _ = build_method("mocov2", "method_kwargs.queue_size=64")
+    model, _ = build_method("mocov2", "method_kwargs.queue_size=64", PLAIN_BN)
     bank = model.criterion.memory_bank
     x0, x1 = views(model)
     with torch.no_grad():
@@ -94,7 +98,7 @@ def test_loss_falls_on_a_fixed_batch() -> None:
     # Seeded: the queue starts random and refills every step, so over 8 steps the loss falls
     # for most draws of init and queue, not all; the test must not depend on earlier tests.
     torch.manual_seed(0)
-    model, _ = build_method("mocov2", "method_kwargs.queue_size=16")
+    model, _ = build_method("mocov2", "method_kwargs.queue_size=16", PLAIN_BN)
     fixed = views(model, count=16)
     losses = losses_on_fixed_views(model, fixed, steps=8, lr=0.1)
     # The first step scores against the random initial queue (an easy task); from the second
