@@ -112,3 +112,18 @@ def test_under_ddp_moco_batchnorm_is_not_split(monkeypatch: pytest.MonkeyPatch) 
     for part in (model.backbone, model.backbone_momentum):
         norms = [m for m in part.modules() if isinstance(m, SplitBatchNorm2d)]
         assert norms and all(m.num_splits == 1 for m in norms)
+
+
+def test_a_backbone_with_other_batchnorm_types_is_refused_with_the_fix() -> None:
+    """timm's BatchNormAct2d (EfficientNet) is not split: one error line naming the key."""
+    from ssl_syre.errors import UserError
+
+    with pytest.raises(UserError, match="method_kwargs.split_bn=1"):
+        build_method("mocov2", "backbone.name=test_efficientnet", "backbone.small_image_stem=false")
+    model, _ = build_method(
+        "mocov2",
+        "backbone.name=test_efficientnet",
+        "backbone.small_image_stem=false",
+        "method_kwargs.split_bn=1",
+    )
+    assert not any(isinstance(m, SplitBatchNorm2d) for m in model.backbone.modules())
