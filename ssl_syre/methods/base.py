@@ -24,8 +24,10 @@ from ssl_syre.data.augment import BatchAugment, ViewRecipe, augment_seed, proces
 from ssl_syre.errors import UserError, suggest
 from ssl_syre.lars import SyReLARS
 from ssl_syre.methods.optim import (
+    SCHEDULED_DECAY,
     CosineSchedule,
     conv_linear_names,
+    mark_scheduled_decay,
     optimizer_kernels,
     split_fixed_lr,
 )
@@ -263,14 +265,17 @@ class SSLMethod(pl.LightningModule):
         return cosine_schedule(step, total, start, float(end))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Set this step's decay before the step: SyRe's γ and the plain "decay" group's."""
+        """Set this step's decay before the step: SyRe's γ and that of the plain decay groups
+        (flagged by `mark_scheduled_decay`, fixed-lr splits included)."""
         if self.cfg.optimizer.get("weight_decay_end") is None:
             return
         gamma = self.weight_decay_at(self.global_step)
         self.syre.weight_decay = gamma
         for optimizer in self.trainer.optimizers:
             for group in optimizer.param_groups:
-                if group.get("name") == "decay":
+                # A checkpoint's groups replace the built ones on resume; one without the flag
+                # names its plain decay group "decay".
+                if group.get(SCHEDULED_DECAY, group.get("name") == "decay"):
                     group["weight_decay"] = gamma
         self.log("train/weight_decay", gamma)
 
@@ -333,6 +338,7 @@ class SSLMethod(pl.LightningModule):
             parameters=named,
             decay_norm_and_bias=bool(opt.get("decay_norm_and_bias", False)),
         )
+        groups = mark_scheduled_decay(groups)
         fixed = {id(p) for part in self.fixed_lr_parts() for p in getattr(self, part).parameters()}
         if fixed:
             groups = split_fixed_lr(groups, fixed)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,10 +40,15 @@ class DINOKwargs:
     batch_norm: bool | None = None  # None: in the head for CNNs, not for ViTs (lightly's advice)
     freeze_last_layer: int = ranged(1, "[0, inf)")  # epochs without a step on the last layer
     norm_last_layer: bool = True  # weight norm's g fixed at 1
+    # The paper [0] (Appendix, implementation details): the teacher temperature rises linearly
+    # from 0.04 to 0.07 over the first 30 epochs, one value per epoch (lightly's DINOLoss).
     warmup_teacher_temp: float = ranged(0.04, "(0, inf)")
-    teacher_temp: float = ranged(0.04, "(0, inf)")
-    # Epochs of the linear ramp from warmup_teacher_temp to teacher_temp.
+    teacher_temp: float = ranged(0.07, "(0, inf)")
     warmup_teacher_temp_epochs: int = ranged(30, "[0, inf)")
+    # Largest gradient norm of each parameter tensor, 0: off (the paper's code: clip_grad 3.0,
+    # utils.clip_gradients, which clips every parameter's gradient on its own, not their
+    # global norm as trainer.gradient_clip_val does).
+    clip_grad: float = ranged(3.0, "[0, inf)")
     student_temp: float = ranged(0.1, "(0, inf)")
     center_momentum: float = ranged(0.9, "[0, 1]")
     # Teacher EMA momentum, cosine-scheduled to momentum_end.
@@ -75,6 +80,16 @@ def parametrize_last_layer(head: DINOProjectionHead, norm_last_layer: bool) -> N
         magnitude.fill_(1.0)
     magnitude.requires_grad = not norm_last_layer  # norm_last_layer: g stays 1
     head.last_layer = layer
+
+
+def clip_gradients_per_parameter(parameters: Iterable[Tensor], max_norm: float) -> None:
+    """Scale each parameter's gradient to a norm of at most `max_norm`, each on its own, as
+    the DINO code's `clip_gradients` (factor max_norm / (norm + 1e-6) where below 1); on the
+    device, with no host sync."""
+    for param in parameters:
+        if param.grad is not None:
+            norm = torch.linalg.vector_norm(param.grad.detach())
+            param.grad.mul_((max_norm / (norm + 1e-6)).clamp(max=1.0))
 
 
 def is_vit(backbone: nn.Module) -> bool:
@@ -241,18 +256,18 @@ class DINO(MomentumMethod):
         return list(out.detach().chunk(len(views)))
 
     def student(self, views: Sequence[Tensor]) -> list[Tensor]:
-        """Student outputs for all crops: one forward pass per run of same-size crops (as
-        the paper's multi-crop wrapper), so BatchNorm sees each size's crops together."""
-        outputs: list[Tensor] = []
+        """Student outputs for all crops, as the paper's MultiCropWrapper: one backbone pass
+        per run of same-size crops, then one head pass on all crops' features together (a
+        BatchNorm head then normalizes with the statistics of every crop)."""
+        features: list[Tensor] = []
         start = 0
         while start < len(views):
             end = start
             while end < len(views) and views[end].shape == views[start].shape:
                 end += 1
-            batch = torch.cat(list(views[start:end]))
-            outputs.extend(self.projection_head(self.backbone(batch)).chunk(end - start))
+            features.append(self.backbone(torch.cat(list(views[start:end]))))
             start = end
-        return outputs
+        return list(self.projection_head(torch.cat(features)).chunk(len(views)))
 
     def training_loss(self, views: Sequence[Tensor]) -> Tensor:
         self.update_momentum_copies()  # the teacher: once per optimizer step
@@ -264,6 +279,25 @@ class DINO(MomentumMethod):
         # No gradient, hence no step (and no decay: AdamW and SyRe skip grad-less
         # parameters) on the last layer during the first freeze_last_layer epochs.
         self.projection_head.cancel_last_layer_gradients(self.current_epoch)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """The paper's per-parameter clipping at `clip_grad` (after the gradients are unscaled
+        and before the step, where SyRe's pull is added), after Lightning's own clipping where
+        trainer.gradient_clip_val is set."""
+        if gradient_clip_val:
+            super().configure_gradient_clipping(
+                optimizer, gradient_clip_val, gradient_clip_algorithm
+            )
+        if self.kwargs.clip_grad > 0:
+            parts = self.trainable_parts().values()
+            clip_gradients_per_parameter(
+                (p for part in parts for p in part.parameters()), self.kwargs.clip_grad
+            )
 
     # ----- views -------------------------------------------------------------------------------
     def transform_kwargs(self) -> dict[str, Any]:

@@ -50,6 +50,17 @@ def _fixed_lr(step: int) -> float:
     return 1.0
 
 
+# Param-group key: the group's plain weight_decay follows optimizer.weight_decay_end's schedule.
+SCHEDULED_DECAY = "scheduled_decay"
+
+
+def mark_scheduled_decay(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flag the groups whose plain decay follows the decay schedule (the "decay" group as
+    `syre_param_groups` builds it; SyRe's own γ is scheduled on SyRe). A flag, not the name:
+    splits of a group (`split_fixed_lr`'s "decay/fixed_lr") keep it under another name."""
+    return [{**group, SCHEDULED_DECAY: group["name"] == "decay"} for group in groups]
+
+
 def split_fixed_lr(groups: list[dict[str, Any]], fixed: set[int]) -> list[dict[str, Any]]:
     """Each param group split in two: the parameters in `fixed` (by id), marked "fixed_lr",
     and the rest; empty halves are left out, decay settings are kept."""

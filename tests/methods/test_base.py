@@ -185,3 +185,49 @@ def test_simsiam_fix_predictor_lr_keeps_the_predictor_at_the_peak(
         assert record.lrs[group["name"]] == pytest.approx(expected), group["name"]
     if fixed:  # the predictor's weights are still SyRe's, its biases still undecayed
         assert {g["name"] for g in fixed_groups} == {"syre/fixed_lr", "no_decay/fixed_lr"}
+
+
+class RecordDecay(pl.Callback):
+    """Every param group's weight_decay, by group name, and SyRe's γ at every optimizer step."""
+
+    def __init__(self) -> None:
+        self.decay: dict[str, list[float]] = {}
+        self.gamma: list[float] = []
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, module: Any, *args: Any) -> None:
+        for group in trainer.optimizers[0].param_groups:
+            self.decay.setdefault(group["name"], []).append(group["weight_decay"])
+        self.gamma.append(module.syre.weight_decay)
+
+
+def test_a_fixed_lr_group_follows_the_weight_decay_schedule(tmp_path: Path) -> None:
+    """SimSiam's predictor in its own fixed-lr group still decays on the schedule: the plain
+    decay follows it in "decay" and in "decay/fixed_lr" alike, and SyRe's γ too."""
+    from lightly.utils.scheduler import cosine_schedule
+
+    model, _ = build_method(
+        "simsiam",
+        "data.batch_size=8",
+        "method_kwargs.fix_predictor_lr=true",
+        "method_kwargs.prediction_hidden_dim=8",
+        "optimizer.weight_decay=0.04",
+        "optimizer.weight_decay_end=0.4",
+        "syre.parts=[backbone]",  # the heads then decay toward 0 in the plain groups
+    )
+    record = RecordDecay()
+    pl.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        callbacks=[record],
+    ).fit(model, loader(2))
+    expected = [cosine_schedule(k, 4, 0.04, 0.4) for k in range(4)]
+    assert {"decay", "decay/fixed_lr"} <= set(record.decay)
+    assert record.decay["decay"] == pytest.approx(expected)
+    assert record.decay["decay/fixed_lr"] == pytest.approx(expected)
+    assert record.gamma == pytest.approx(expected)
+    assert all(value == 0 for value in record.decay["syre"] + record.decay["no_decay"])

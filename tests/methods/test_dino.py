@@ -359,3 +359,89 @@ def test_head_computes_lightlys_weight_normalized_layer_and_deep_copies() -> Non
 
 def test_dino_is_registered() -> None:
     assert METHODS["dino"].name == "dino"
+
+
+def test_the_head_runs_once_on_all_crops_features() -> None:
+    """As the paper's MultiCropWrapper: one backbone pass per crop size, one head pass on all
+    crops (a BatchNorm head normalizes with every crop's statistics)."""
+    model = build("method_kwargs.batch_norm=true")
+    seen: list[tuple[int, ...]] = []
+    model.projection_head.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
+    views = model.views((uint8_batch(), None), batch_idx=0)
+    outputs = model.student(views)
+    assert seen == [(8 * len(views), model.feature_dim)]
+    assert [tuple(o.shape) for o in outputs] == [(8, model.kwargs.projection_output_dim)] * 4
+
+
+def test_teacher_temperature_warms_up_from_0_04_to_0_07_over_30_epochs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The paper's schedule, one value per epoch, read from the trainer's epoch (a resumed run
+    continues it)."""
+    model = build()
+    assert model.kwargs.teacher_temp == 0.07 and model.kwargs.warmup_teacher_temp == 0.04
+    temperatures: list[float] = []
+    forward = model.criterion.forward
+
+    def recording(teacher_out, student_out, epoch=None, teacher_temp=None):
+        schedule = model.criterion.teacher_temp_schedule
+        temperatures.append(
+            float(schedule[epoch]) if epoch < len(schedule) else model.criterion.teacher_temp
+        )
+        return forward(teacher_out, student_out, epoch=epoch, teacher_temp=teacher_temp)
+
+    model.criterion.forward = recording
+    views = model.views((uint8_batch(), None), batch_idx=0)
+    for epoch in (0, 15, 29, 40):
+        monkeypatch.setattr(type(model), "current_epoch", property(lambda self, e=epoch: e))
+        model.training_loss(views)
+    assert temperatures == pytest.approx([0.04, 0.04 + 0.03 * 15 / 29, 0.07, 0.07])
+
+
+@pytest.mark.parametrize("clip", [3.0, 0.0])
+def test_gradients_are_clipped_per_parameter(clip: float) -> None:
+    """clip_grad (the paper's 3.0 by default) bounds each parameter's gradient norm on its
+    own, as the DINO code's clip_gradients; 0 leaves the gradients be."""
+    model = build(f"method_kwargs.clip_grad={clip}")
+    params = [p for m in model.trainable_parts().values() for p in m.parameters()]
+    torch.manual_seed(0)
+    for index, param in enumerate(params):
+        param.grad = torch.randn_like(param) * (10.0 if index % 2 else 1e-3)
+    before = [p.grad.clone() for p in params]
+    model.configure_gradient_clipping(torch.optim.SGD(params, lr=0.1))
+    for old, param in zip(before, params, strict=True):
+        norm = float(old.norm())
+        if clip and norm > clip:
+            torch.testing.assert_close(param.grad, old * clip / (norm + 1e-6))
+        else:
+            assert torch.equal(param.grad, old)
+    assert any(float(old.norm()) > 3.0 for old in before)
+
+
+@pytest.mark.slow
+def test_the_vit_recipe_file_builds_the_papers_vit_s_recipe() -> None:
+    """configs/dino_vit_cifar10.yaml: a ViT-S with 4-px patches, no BatchNorm in the head,
+    AdamW with the paper's schedules, and a finite loss on multi-crop views."""
+    from ssl_syre.config import load_config
+    from ssl_syre.data import data_info
+
+    cfg = load_config(
+        [str(Path(__file__).resolve().parents[2] / "configs/dino_vit_cifar10.yaml")],
+        ["method_kwargs.projection_output_dim=1024", "method_kwargs.n_local_views=2"],
+    )
+    model = METHODS["dino"](cfg, data_info(cfg.data))
+    assert model.patch_size() == 4 and model.local_size == 16
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in model.projection_head.modules())
+    k = model.kwargs
+    assert (k.warmup_teacher_temp, k.teacher_temp, k.warmup_teacher_temp_epochs) == (0.04, 0.07, 30)
+    assert (k.clip_grad, k.freeze_last_layer, k.momentum_start) == (3.0, 1, 0.996)
+    opt = cfg.optimizer
+    assert (opt.name, opt.weight_decay, opt.weight_decay_end, opt.warmup_epochs) == (
+        "adamw",
+        0.04,
+        0.4,
+        10,
+    )
+    assert model.learning_rate() == pytest.approx(0.0005 * cfg.data.batch_size / 256)
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    assert torch.isfinite(model.training_loss(model.views((images, None), batch_idx=0)))

@@ -111,8 +111,37 @@ def two_process_loss(method: str, gather: bool, tmp_path: Path) -> float:
     return float(torch.load(out, weights_only=True))
 
 
+def _queue_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model = build("mocov2")
+        local = GLOBAL_BATCH // world
+        model.training_loss([v[rank * local : (rank + 1) * local] for v in fixed_views()])
+        torch.save(model.criterion.memory_bank.bank.clone(), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["simclr", "byol", "simsiam"])
+def test_mocov2_queue_takes_the_keys_of_every_process(tmp_path: Path) -> None:
+    """Each process's queue receives the keys of both processes (the MoCo code's
+    concat_all_gather), the same queue on every rank."""
+    out = str(tmp_path / "queue.pt")
+    mp.spawn(_queue_worker, args=(2, free_port(), out), nprocs=2, join=True)
+    queues = [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(2)]
+    model = build("mocov2")
+    model.update_momentum_copies()  # the step's EMA update, as each worker made it
+    with torch.no_grad():
+        k0, k1 = (torch.nn.functional.normalize(model.keys(v), dim=1) for v in fixed_views())
+    half = GLOBAL_BATCH // 2
+    expected = torch.cat([k1[:half], k0[:half], k1[half:], k0[half:]])
+    for queue in queues:
+        torch.testing.assert_close(queue[: 2 * GLOBAL_BATCH], expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["simclr", "byol", "simsiam", "mocov2"])
 def test_first_step_loss_equals_one_process_with_same_global_batch(
     method: str, tmp_path: Path
 ) -> None:
