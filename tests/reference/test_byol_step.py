@@ -73,13 +73,6 @@ def byol(optimizer: str, syre: bool, *overrides: str):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the loss is 0.5·Σ(−cos) over the two pairs, not the paper's Σ(2 − 2·cos): "
-    "a quarter of the gradient (issue 30 item 6); the paper's form as the default is on "
-    "branch fid-defects",
-)
 @pytest.mark.parametrize(("optimizer", "syre"), ARMS)
 def test_step_is_the_papers(optimizer: str, syre: bool) -> None:
     model = byol(optimizer, syre)

@@ -173,26 +173,12 @@ def test_step_is_the_papers(optimizer: str, syre: bool) -> None:
     compare(model, reference_for(model), PARTS, observe=observe)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the teacher temperature does not warm up by default (teacher_temp 0.04, paper: "
-    "0.04 -> 0.07 over 30 epochs; issue 30 item 4); fixed on branch fid-defects",
-)
 def test_teacher_temperature_warms_up_as_the_papers() -> None:
     """Epoch 10 of the warm-up, at our default temperatures; the last layer trains."""
     model = dino("sgd", True, "method_kwargs.n_local_views=0")
     compare(model, reference_for(model), PARTS, epoch=10, observe=observe)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the student's head runs once per run of same-size crops, not once on all crops "
-    "as the paper's MultiCropWrapper does; with a BatchNorm head (ours for CNNs) the local "
-    "crops' statistics then differ (issue 30 item 4: the code or its docstring is changed on "
-    "branch fid-defects)",
-)
 def test_multi_crop_step_is_the_papers() -> None:
     model = dino("sgd", True, "method_kwargs.n_local_views=2", "method_kwargs.local_crop_size=8")
     views = [

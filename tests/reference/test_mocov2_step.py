@@ -90,13 +90,6 @@ def observe(model: SSLMethod) -> dict[str, Tensor]:
     return {"queue": canonical(model.criterion.memory_bank.bank.clone())}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the second symmetric term is scored against a queue that already holds the first "
-    "term's keys (k1, the key of the very image of q1), not the queue as it was before the "
-    "step (issue 30 item 1); fixed on branch fid-defects",
-)
 @pytest.mark.parametrize(("optimizer", "syre"), ARMS)
 def test_step_is_the_papers(optimizer: str, syre: bool) -> None:
     model = build(
