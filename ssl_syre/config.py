@@ -78,6 +78,8 @@ class OptimizerConfig:
     lr: float = 0.06  # base learning rate for a global batch of 128 when scale_lr is true
     scale_lr: bool = True  # lr x global_batch / 128 (lightly's 0.06 * bs / 128 recipe)
     momentum: float = ranged(0.9, "[0, 1)")  # sgd and lars; 1 would never forget a gradient
+    # adamw only: (beta1, beta2), torch's default; MAE's recipe uses (0.9, 0.95).
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 5e-4
     # None: constant decay; else cosine from weight_decay to this at the last step (DINO's
     # 0.04 -> 0.4), followed by SyRe's γ and the plain decay group at every step.
@@ -446,6 +448,12 @@ def validate(cfg: DictConfig) -> None:
                 "syre.weight_decay sets SyRe's γ apart from it; remove syre.weight_decay (γ "
                 "then follows the schedule) or set optimizer.weight_decay_end=null"
             )
+    betas = list(cfg.optimizer.betas)
+    if len(betas) != 2 or not all(0 <= beta < 1 for beta in betas):
+        raise UserError(
+            f"config key 'optimizer.betas' must be two numbers in [0, 1) (AdamW's beta1, beta2), "
+            f"got {betas}"
+        )
     if cfg.syre.weight_decay is not None and cfg.syre.weight_decay < 0:
         raise UserError(f"config key 'syre.weight_decay' must be >= 0, got {cfg.syre.weight_decay}")
     if not 0 <= cfg.syre.d_eps < 1:
