@@ -3,6 +3,7 @@ for evaluation and export, the paper's optimizer, and train.py as a user types i
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -117,6 +118,7 @@ def test_eval_features_are_the_unmasked_plain_vit() -> None:
     assert isinstance(model.backbone, VisionTransformer)
     assert "encoder" not in dict(model.named_modules())  # no second copy in checkpoints
     assert not any(key.startswith("encoder.") for key in model.state_dict())
+    assert copy.deepcopy(model).encoder.vit is not model.backbone  # a copy routes its own ViT
     x = images()
     with torch.no_grad():
         features = model(x)
