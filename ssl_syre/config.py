@@ -81,6 +81,8 @@ class OptimizerConfig:
     # 256 in the LARS and AdamW recipes (solo-learn, the VICReg, Barlow Twins and DINO papers).
     lr_reference_batch: int = ranged(128, "[1, inf)")
     momentum: float = ranged(0.9, "[0, 1)")  # sgd and lars; 1 would never forget a gradient
+    # adamw only: (beta1, beta2), torch's default; MAE's recipe uses (0.9, 0.95).
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 5e-4
     # Also decay biases and norm weights (toward 0, the optimizer's plain decay, in both SyRe
     # arms): lightly's CIFAR-10 script decays every parameter. false: timm's convention, only
@@ -460,6 +462,12 @@ def validate(cfg: DictConfig) -> None:
                 "syre.weight_decay sets SyRe's γ apart from it; remove syre.weight_decay (γ "
                 "then follows the schedule) or set optimizer.weight_decay_end=null"
             )
+    betas = list(cfg.optimizer.betas)
+    if len(betas) != 2 or not all(0 <= beta < 1 for beta in betas):
+        raise UserError(
+            f"config key 'optimizer.betas' must be two numbers in [0, 1) (AdamW's beta1, beta2), "
+            f"got {betas}"
+        )
     if cfg.syre.weight_decay is not None and cfg.syre.weight_decay < 0:
         raise UserError(f"config key 'syre.weight_decay' must be >= 0, got {cfg.syre.weight_decay}")
     if not 0 <= cfg.syre.d_eps < 1:

@@ -87,12 +87,33 @@ def tiny(tmp_path: Path) -> list[str]:
     return [*TINY, f"output_dir={tmp_path / 'runs'}"]
 
 
+# A ViT-only method's tiny build (MAE): test_vit with 4-px patches (16 patches of a 16-px
+# digit) and a one-block decoder, before the test's own overrides.
+VIT_TINY = [
+    "backbone.name=test_vit",
+    "backbone.kwargs.patch_size=4",
+    "method_kwargs.decoder_dim=32",
+    "method_kwargs.decoder_depth=1",
+    "method_kwargs.decoder_num_heads=2",
+]
+
+
+def method_tiny(overrides: tuple[str, ...] | list[str]) -> list[str]:
+    """VIT_TINY when `overrides` choose a method that needs a ViT (`SSLMethod.vit_only`)."""
+    from ssl_syre.methods import METHODS
+
+    methods = [o.split("=", 1)[1] for o in overrides if o.startswith("method=")]
+    cls = METHODS.get(methods[-1]) if methods else None
+    return list(VIT_TINY) if cls is not None and cls.vit_only else []
+
+
 def train_in_process(output_dir: Path, *overrides: str) -> Path:
     """Run the training job of train.py in this process (no second interpreter to start)."""
     from ssl_syre.config import load_config
     from ssl_syre.training.pipeline import train
 
-    return train(load_config(None, [*TINY, f"output_dir={output_dir}", "run_name=run", *overrides]))
+    head = [*TINY, *method_tiny(overrides), f"output_dir={output_dir}", "run_name=run"]
+    return train(load_config(None, [*head, *overrides]))
 
 
 @pytest.fixture
@@ -119,7 +140,8 @@ def build_method(method: str, *extra: str):
     from ssl_syre.data import data_info
     from ssl_syre.methods import METHODS
 
-    cfg = load_config(None, [f"method={method}", *METHOD_TINY, *extra])
+    tiny = [*METHOD_TINY, *method_tiny([f"method={method}"])]
+    cfg = load_config(None, [f"method={method}", *tiny, *extra])
     return METHODS[method](cfg, data_info(cfg.data)), cfg
 
 

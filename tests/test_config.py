@@ -158,6 +158,14 @@ def test_values_out_of_range_are_refused_naming_key_and_range(override: str, nee
     assert needle in error_of(overrides=override.split())
 
 
+def test_adamw_betas_are_two_numbers_below_one() -> None:
+    assert load_config(None, ["optimizer.betas=[0.9,0.95]"]).optimizer.betas == [0.9, 0.95]
+    for bad in ("[0.9,1.0]", "[0.9]", "[-0.1,0.9]"):
+        assert "'optimizer.betas' must be two numbers in [0, 1)" in error_of(
+            overrides=[f"optimizer.betas={bad}"]
+        )
+
+
 def test_warmup_as_long_as_the_run_and_range_ends_are_accepted() -> None:
     load_config(None, ["optimizer.warmup_epochs=10", "optimizer.momentum=0"])
     load_config(
@@ -185,6 +193,10 @@ def test_warmup_as_long_as_the_run_and_range_ends_are_accepted() -> None:
         ("dino", "freeze_last_layer", "-1", "[0, inf)"),
         ("dino", "bottleneck_dim", "0", "[1, inf)"),
         ("dino", "n_local_views", "-2", "[0, inf)"),
+        ("mae", "mask_ratio", "1.0", "(0, 1)"),
+        ("mae", "decoder_depth", "0", "[1, inf)"),
+        ("lejepa", "lambda_param", "1.5", "[0, 1]"),
+        ("lejepa", "sigreg_knots", "1", "[2, inf)"),
     ],
 )
 def test_new_methods_refuse_bad_kwargs_before_any_run_directory(

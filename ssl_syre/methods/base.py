@@ -61,6 +61,8 @@ class SSLMethod(pl.LightningModule):
     # Attribute names of the trained modules: the optimizer trains them, SyRe may cover them
     # (config key syre.parts). Momentum copies and teachers are not parts.
     parts: ClassVar[tuple[str, ...]] = ("backbone", "projection_head")
+    # True: the method needs a timm VisionTransformer backbone (MAE's masking cuts patches).
+    vit_only: ClassVar[bool] = False
     # Config keys of the method's recipe where the schema's defaults do not work for it (VICReg
     # diverges under SGD): they apply below every config file and override.
     config_defaults: ClassVar[dict[str, Any]] = {}
@@ -353,7 +355,8 @@ class SSLMethod(pl.LightningModule):
             # SyReLARS scales them, with SyRe's (coupled) pull in the ratio.
             optimizer = SyReLARS(groups, syre=self.syre, lr=lr, momentum=opt.momentum)
         else:
-            optimizer = torch.optim.AdamW(groups, lr=lr, **kernels)
+            betas = (float(opt.betas[0]), float(opt.betas[1]))
+            optimizer = torch.optim.AdamW(groups, lr=lr, betas=betas, **kernels)
         # A second call (trainer.fit again, or fit after Tuner.lr_find) builds a new optimizer:
         # SyRe moves to it from the previous one.
         self.syre.detach()

@@ -14,7 +14,7 @@ from PIL import Image
 
 from ssl_syre.evaluation.knn import knn_classify
 from ssl_syre.methods import METHODS
-from tests.conftest import ROOT, run_train, train_in_process
+from tests.conftest import ROOT, method_tiny, run_train, train_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,9 @@ def check_run_dir(run_dir: Path, labelled: bool = True) -> dict:
     return metrics
 
 
-@pytest.mark.parametrize("method", ["simclr", "byol", "simsiam", "mocov2", "barlowtwins", "vicreg"])
+@pytest.mark.parametrize(
+    "method", ["simclr", "byol", "simsiam", "mocov2", "barlowtwins", "vicreg", "lejepa", "mae"]
+)
 def test_each_method_trains_on_fashion_mnist_from_its_config(
     method: str, tiny: list[str], tmp_path: Path
 ) -> None:
@@ -59,6 +61,7 @@ def test_each_method_trains_on_fashion_mnist_from_its_config(
     result = run_train(
         f"configs/{method}_fashion_mnist.yaml",
         *tiny,
+        *method_tiny([f"method={method}"]),  # MAE: back to test_vit after TINY's test_resnet
         "data.name=fashion_mnist",
         "data.train_subset=600",
         "data.test_subset=200",
