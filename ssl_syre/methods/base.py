@@ -149,6 +149,12 @@ class SSLMethod(pl.LightningModule):
     def training_loss(self, views: Sequence[Tensor]) -> Tensor:
         raise NotImplementedError
 
+    def prototype_weights(self) -> dict[str, Tensor]:
+        """Each prototype layer's prototypes as a (K, d) matrix of unit rows (the effective
+        directions), by layer name, for the distinct-prototype count of partial prototype
+        collapse (`ssl_syre.evaluation.prototypes`); none for a method without prototypes."""
+        return {}
+
     def project(self, features: Tensor) -> Tensor:
         """Projector output for backbone features (what collapse metrics look at)."""
         return self.projection_head(features)
