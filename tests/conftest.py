@@ -53,12 +53,28 @@ def tiny(tmp_path: Path) -> list[str]:
     return [*TINY, f"output_dir={tmp_path / 'runs'}"]
 
 
+# A ViT-only method (iBOT, DINOv2) on timm's tiny ViT instead: 32 px cut into 8-px patches,
+# a 4 x 4 grid to mask.
+VIT_TINY = ["backbone.name=test_vit", "data.image_size=32", "backbone.kwargs.patch_size=8"]
+
+
+def vit_overrides(overrides: tuple[str, ...] | list[str]) -> list[str]:
+    """VIT_TINY when the method the overrides name needs a ViT and they name no backbone."""
+    from ssl_syre.methods import METHODS
+
+    methods = [o.removeprefix("method=") for o in overrides if o.startswith("method=")]
+    named = any(o.startswith("backbone.name=") for o in overrides)
+    method = METHODS.get(methods[-1]) if methods else None
+    return VIT_TINY if method is not None and method.needs_vit and not named else []
+
+
 def train_in_process(output_dir: Path, *overrides: str) -> Path:
     """Run the training job of train.py in this process (no second interpreter to start)."""
     from ssl_syre.config import load_config
     from ssl_syre.training.pipeline import train
 
-    return train(load_config(None, [*TINY, f"output_dir={output_dir}", "run_name=run", *overrides]))
+    base = [*TINY, *vit_overrides(overrides), f"output_dir={output_dir}", "run_name=run"]
+    return train(load_config(None, [*base, *overrides]))
 
 
 @pytest.fixture
@@ -85,7 +101,8 @@ def build_method(method: str, *extra: str):
     from ssl_syre.data import data_info
     from ssl_syre.methods import METHODS
 
-    cfg = load_config(None, [f"method={method}", *METHOD_TINY, *extra])
+    tiny = [*METHOD_TINY, *vit_overrides([f"method={method}", *extra])]
+    cfg = load_config(None, [f"method={method}", *tiny, *extra])
     return METHODS[method](cfg, data_info(cfg.data)), cfg
 
 

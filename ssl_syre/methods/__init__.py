@@ -11,6 +11,7 @@ from ssl_syre.methods.barlowtwins import BarlowTwins
 from ssl_syre.methods.base import SSLMethod
 from ssl_syre.methods.byol import BYOL
 from ssl_syre.methods.dino import DINO
+from ssl_syre.methods.ibot import IBOT
 from ssl_syre.methods.mocov2 import MoCoV2
 from ssl_syre.methods.momentum import MomentumMethod
 from ssl_syre.methods.simclr import SimCLR
@@ -18,7 +19,7 @@ from ssl_syre.methods.simsiam import SimSiam
 from ssl_syre.methods.vicreg import VICReg
 
 METHODS: dict[str, type[SSLMethod]] = {
-    cls.name: cls for cls in (SimCLR, BYOL, SimSiam, MoCoV2, BarlowTwins, VICReg, DINO)
+    cls.name: cls for cls in (SimCLR, BYOL, SimSiam, MoCoV2, BarlowTwins, VICReg, DINO, IBOT)
 }
 
 
@@ -60,6 +61,7 @@ __all__ = [
     "METHODS",
     "BYOL",
     "DINO",
+    "IBOT",
     "BarlowTwins",
     "MoCoV2",
     "MomentumMethod",

@@ -21,7 +21,8 @@ def test_step_makes_normalised_views_from_uint8(method: str) -> None:
     images = torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8)
     views = model.views((images, torch.zeros(8)), batch_idx=0)
     assert len(views) == len(model.augment.recipes) >= 2  # DINO: 2 global + local crops
-    assert views[0].shape == (8, 1, 16, 16) and views[0].dtype == torch.float32
+    size = model.info.image_size  # 16 px digits; 32 for the ViT-only methods
+    assert views[0].shape == (8, 1, size, size) and views[0].dtype == torch.float32
     assert not torch.equal(views[0], views[1])
     assert torch.equal(views[0], model.views((images, torch.zeros(8)), batch_idx=0)[0])
     assert not torch.equal(views[0], model.views((images, torch.zeros(8)), batch_idx=1)[0])
