@@ -7,12 +7,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from lightly.loss import IBOTPatchLoss
+from lightly.loss import IBOTPatchLoss, KoLeoLoss
 from lightly.models.modules import DINOProjectionHead, MaskedVisionTransformerTIMM
 from lightly.models.utils import random_block_mask
 from torch import Tensor, nn
@@ -28,6 +29,15 @@ MAGNITUDE = "last_layer.parametrizations.weight.original0"
 @dataclass
 class IBOTKwargs(DINOKwargs):
     patch_loss_weight: float = ranged(1.0, "[0, inf)")  # iBOT's λ on the masked patch loss
+    # Teacher temperature 0.04 -> 0.07 over 30 epochs (iBOT's recipe and lightly's benchmark).
+    teacher_temp: float = ranged(0.07, "(0, inf)")
+    # lightly's IBOTTransform: 10 local crops, scales split at 0.25.
+    n_local_views: int = ranged(10, "[0, inf)")
+    global_crop_scale: list[float] = field(default_factory=lambda: [0.25, 1.0])
+    local_crop_scale: list[float] = field(default_factory=lambda: [0.05, 0.25])
+    # KoLeo on the student's prototypes (each head's K rows), the remedy of Govindarajan et al.
+    # for partial prototype collapse; 0: off (the published methods). Costs K x K.
+    prototype_koleo_weight: float = ranged(0.0, "[0, inf)")
     # lightly's benchmark and the iBOT paper's ViT-S recipe share the [CLS] and patch head.
     separate_patch_head: bool = False
     # Block masking as lightly's random_block_mask (DINOv2's collate): this share of the
@@ -82,6 +92,7 @@ class IBOT(DINO):
                 f"mask_ratio_max={k.mask_ratio_max}; swap them"
             )
         super().build_heads(feature_dim)
+        self.koleo_criterion = KoLeoLoss()
         self.patch_criterion = IBOTPatchLoss(
             output_dim=k.projection_output_dim,
             teacher_temp=k.teacher_temp,
@@ -92,15 +103,17 @@ class IBOT(DINO):
     def make_head(self) -> nn.Module:
         """A head like DINO's (the [CLS] head), weight norm in torch's parametrization form."""
         k = self.kwargs
-        head = DINOProjectionHead(
-            self.feature_dim,
-            k.projection_hidden_dim,
-            k.bottleneck_dim,
-            k.projection_output_dim,
-            batch_norm=False if k.batch_norm is None else k.batch_norm,
-            freeze_last_layer=k.freeze_last_layer,
-            norm_last_layer=k.norm_last_layer,
-        )
+        with warnings.catch_warnings():  # lightly's head uses torch's deprecated weight_norm
+            warnings.simplefilter("ignore", FutureWarning)
+            head = DINOProjectionHead(
+                self.feature_dim,
+                k.projection_hidden_dim,
+                k.bottleneck_dim,
+                k.projection_output_dim,
+                batch_norm=False if k.batch_norm is None else k.batch_norm,
+                freeze_last_layer=k.freeze_last_layer,
+                norm_last_layer=k.norm_last_layer,
+            )
         parametrize_last_layer(head, k.norm_last_layer)
         return head
 
@@ -238,6 +251,21 @@ class IBOT(DINO):
         self.log("train/patch_loss", patch_loss.detach())
         return {**out, "cls_loss": cls_loss, "patch_loss": patch_loss}
 
+    def prototype_koleo(self) -> Tensor:
+        """KoLeo over each student head's prototypes (lightly's KoLeoLoss normalises the rows),
+        summed over the heads: pushes every prototype away from its nearest neighbour."""
+        heads = {id(h): h for h in (self.projection_head, self.patch_heads()[0])}.values()
+        return torch.stack([self.koleo_criterion(h.last_layer.weight) for h in heads]).sum()
+
+    def total_loss(self, losses: dict[str, Any]) -> Tensor:
+        """λ-weighted sum of `losses`' terms (DINOv2 adds its KoLeo on the features)."""
+        k = self.kwargs
+        loss = losses["cls_loss"] + k.patch_loss_weight * losses["patch_loss"]
+        if k.prototype_koleo_weight > 0:
+            koleo = self.prototype_koleo()
+            self.log("train/prototype_koleo_loss", koleo.detach())
+            loss = loss + k.prototype_koleo_weight * koleo
+        return loss
+
     def training_loss(self, views: Sequence[Tensor]) -> Tensor:
-        losses = self.losses(views)
-        return losses["cls_loss"] + self.kwargs.patch_loss_weight * losses["patch_loss"]
+        return self.total_loss(self.losses(views))
