@@ -126,8 +126,17 @@ def run_cell(
     seed: int,
     args: argparse.Namespace,
     max_steps: int,
+    config: Path | None = None,
+    scale_overrides: list[str] | None = None,
 ) -> Path:
-    """Train one cell unless its metrics.json exists; return its run directory."""
+    """Train one cell unless its metrics.json exists; return its run directory.
+
+    `config` and `scale_overrides` stand in for benchmarks/configs/<method>.yaml and the
+    scale's overrides, for another study's cells (benchmarks/prototype_study.py).
+    """
+    config = CONFIGS / f"{method}.yaml" if config is None else config
+    if scale_overrides is None:
+        scale_overrides = SCALES[args.scale]["overrides"]
     output_dir = Path(args.output_dir) / args.scale
     run_dir = output_dir / run_name(method, mode, sigma0, seed, max_steps)
     if (run_dir / "metrics.json").is_file() and not args.force:
@@ -138,14 +147,14 @@ def run_cell(
     command = [
         sys.executable,
         str(ROOT / "train.py"),
-        str(CONFIGS / f"{method}.yaml"),
+        str(config),
         *syre_overrides(mode, sigma0),
         f"seed={seed}",
         f"output_dir={output_dir}",
         f"run_name={run_dir.name}",
         f"trainer.max_steps={max_steps}",
         "export=false",
-        *SCALES[args.scale]["overrides"],
+        *scale_overrides,
         *args.set,
     ]
     print("$ " + " ".join(command), flush=True)
