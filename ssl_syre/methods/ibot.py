@@ -130,6 +130,15 @@ class IBOT(DINO):
             self.momentum_parts = ("backbone", "projection_head", "patch_head")
         super().build_momentum_copies()
 
+    def train(self, mode: bool = True) -> IBOT:
+        """Train or eval mode for the student; the teacher stays in eval mode, so a drop path
+        (`backbone.kwargs.drop_path_rate`, the recipes' 0.1) acts on the student only, as
+        lightly's benchmarks freeze their teacher in eval mode."""
+        super().train(mode)
+        for part in self.momentum_parts:
+            getattr(self, f"{part}_momentum").eval()
+        return self
+
     def patch_heads(self) -> tuple[nn.Module, nn.Module]:
         """(student, teacher) patch heads: the [CLS] heads unless separate_patch_head."""
         if self.kwargs.separate_patch_head:

@@ -233,6 +233,20 @@ def test_separate_patch_head_is_its_own_part_with_its_own_teacher() -> None:
         "patch_head.last_layer",
     ]
     assert METHODS["dinov2"].Kwargs().separate_patch_head  # untied in DINOv2
+    # The exported backbone is the plain timm ViT: the mask token is a part of its own.
+    assert not any("mask" in name for name in separate.backbone.state_dict())
+
+
+@pytest.mark.parametrize("method", FAMILY)
+def test_drop_path_acts_on_the_student_only(method: str) -> None:
+    """The recipes' drop path: the student's forward is stochastic in training, the teacher's
+    is not (it stays in eval mode through model.train())."""
+    model = build(method, "backbone.kwargs.drop_path_rate=0.5").train()
+    assert model.backbone.training and not model.backbone_momentum.training
+    x = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        assert not torch.equal(model.backbone(x), model.backbone(x))
+        assert torch.equal(model.backbone_momentum(x), model.backbone_momentum(x))
 
 
 @pytest.mark.parametrize("method", FAMILY)
