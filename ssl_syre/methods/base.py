@@ -59,7 +59,8 @@ class SSLMethod(pl.LightningModule):
     # Attribute names of the trained modules: the optimizer trains them, SyRe may cover them
     # (config key syre.parts). Momentum copies and teachers are not parts.
     parts: ClassVar[tuple[str, ...]] = ("backbone", "projection_head")
-    # A method that works on patch tokens (iBOT's masked patch loss) refuses other backbones.
+    # True for a method that works on patch tokens (iBOT's masked patch loss): its build_heads
+    # refuses other backbones, and the tests build it on a ViT.
     needs_vit: ClassVar[bool] = False
     # Config keys of the method's recipe where the schema's defaults do not work for it (VICReg
     # diverges under SGD): they apply below every config file and override.
