@@ -123,20 +123,28 @@ def train_cell(
     seed: int,
     args: argparse.Namespace,
     max_steps: int,
+    config: Path | None = None,
+    scale_overrides: list[str] | None = None,
 ) -> Path:
-    """Train one cell unless it is finished (benchmarks/cells.py); return its run directory."""
+    """Train one cell unless it is finished (benchmarks/cells.py); return its run directory.
+
+    `config` and `scale_overrides` stand in for benchmarks/configs/<method>.yaml and the
+    scale's overrides, for another study's cells (benchmarks/prototype_study.py).
+    """
+    if scale_overrides is None:
+        scale_overrides = SCALES[args.scale]["overrides"]
     run_dir = Path(args.output_dir) / args.scale / run_name(method, mode, sigma0, seed, max_steps)
     overrides = [
         *syre_overrides(mode, sigma0),
         f"seed={seed}",
         f"trainer.max_steps={max_steps}",
         "export=false",
-        *SCALES[args.scale]["overrides"],
+        *scale_overrides,
         *args.set,
     ]
     return cells.run_cell(
         run_dir,
-        CONFIGS / f"{method}.yaml",
+        CONFIGS / f"{method}.yaml" if config is None else config,
         overrides,
         threads=args.threads,
         force=args.force,

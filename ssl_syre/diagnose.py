@@ -5,8 +5,10 @@ eval/knn.py. For every conv and linear layer it reports dead units (weights abou
 never positive after their nonlinearity on real test images), duplicated units (parallel
 incoming weights), the effective rank and the share of small singular values, and the
 distance to the SyRe anchor when the checkpoint has one; for the features, RankMe and
-low-rankness per backbone stage. It prints a table, writes symmetry.png (per-layer bars) and,
-with --json, the numbers. Definitions: docs/diagnostics.md.
+low-rankness per backbone stage; for a prototype method's checkpoint (DINO), the number of
+distinct prototypes at a few cosine thresholds (partial prototype collapse). It prints a
+table, writes symmetry.png (per-layer bars) and, with --json, the numbers. Definitions:
+docs/diagnostics.md.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import Tensor
 from ssl_syre.data import build_eval_datasets, data_info
 from ssl_syre.errors import UserError, run_cli
 from ssl_syre.evaluation.cli import check_writable
+from ssl_syre.evaluation.prototypes import THRESHOLDS, format_prototypes, prototype_summary
 from ssl_syre.evaluation.symmetry import (
     BN_STATISTICS,
     DEAD_TOLERANCE,
@@ -57,6 +60,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--dead-tolerance", type=float, default=DEAD_TOLERANCE)
     parser.add_argument("--duplicate-tolerance", type=float, default=DUPLICATE_TOLERANCE)
+    parser.add_argument(
+        "--prototype-thresholds",
+        type=float,
+        nargs="+",
+        default=list(THRESHOLDS),
+        help="cosine thresholds of the distinct-prototype count (prototype methods)",
+    )
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     parser.add_argument(
         "--bn-statistics",
@@ -122,6 +132,10 @@ def diagnose(argv: list[str]) -> dict[str, Any]:
     args = parse_args(argv)
     if args.samples < 0:
         raise UserError(f"--samples must be >= 0, got {args.samples}")
+    if not all(-1.0 <= t <= 1.0 for t in args.prototype_thresholds):
+        raise UserError(
+            f"--prototype-thresholds are cosines, each in [-1, 1]; got {args.prototype_thresholds}"
+        )
     device = usable_device(args.device)
     json_out = Path(args.json) if args.json else None
     if json_out is not None:
@@ -142,6 +156,9 @@ def diagnose(argv: list[str]) -> dict[str, Any]:
         duplicate_tolerance=args.duplicate_tolerance,
         bn_statistics=args.bn_statistics,
     )
+    # Partial prototype collapse: only a checkpoint holds the method's prototype layers.
+    prototype_weights = getattr(model, "prototype_weights", dict)()
+    prototypes = prototype_summary(prototype_weights, args.prototype_thresholds)
     payload = {
         "evaluated": {
             "path": str(args.path),
@@ -154,8 +171,12 @@ def diagnose(argv: list[str]) -> dict[str, Any]:
             "anchors": anchors is not None,
         },
         **report.to_json(),
+        "prototypes": prototypes,
     }
     print(format_report(report))
+    if prototypes:
+        print()
+        print(format_prototypes(prototypes))
     if png is not None:
         plot_report(
             report, png, title=f"{loaded.cfg.method}, {loaded.cfg.backbone.name}: {args.path}"

@@ -87,24 +87,32 @@ def tiny(tmp_path: Path) -> list[str]:
     return [*TINY, f"output_dir={tmp_path / 'runs'}"]
 
 
-# A ViT-only method's tiny build (MAE): test_vit with 4-px patches (16 patches of a 16-px
-# digit) and a one-block decoder, before the test's own overrides.
-VIT_TINY = [
-    "backbone.name=test_vit",
-    "backbone.kwargs.patch_size=4",
-    "method_kwargs.decoder_dim=32",
-    "method_kwargs.decoder_depth=1",
-    "method_kwargs.decoder_num_heads=2",
-]
+# ViT-only methods (`SSLMethod.needs_vit`) build on timm's tiny ViT instead: by default 32 px cut
+# into 8-px patches, a 4 x 4 grid to mask; MAE on 16-px digits with 4-px patches and a one-block
+# decoder.
+VIT_TINY = ["backbone.name=test_vit", "data.image_size=32", "backbone.kwargs.patch_size=8"]
+VIT_TINY_OF = {
+    "mae": [
+        "backbone.name=test_vit",
+        "backbone.kwargs.patch_size=4",
+        "method_kwargs.decoder_dim=32",
+        "method_kwargs.decoder_depth=1",
+        "method_kwargs.decoder_num_heads=2",
+    ],
+}
 
 
-def method_tiny(overrides: tuple[str, ...] | list[str]) -> list[str]:
-    """VIT_TINY when `overrides` choose a method that needs a ViT (`SSLMethod.vit_only`)."""
+def vit_overrides(overrides: tuple[str, ...] | list[str]) -> list[str]:
+    """The tiny ViT build when the method the overrides name needs a ViT and they name no
+    backbone."""
     from ssl_syre.methods import METHODS
 
-    methods = [o.split("=", 1)[1] for o in overrides if o.startswith("method=")]
-    cls = METHODS.get(methods[-1]) if methods else None
-    return list(VIT_TINY) if cls is not None and cls.vit_only else []
+    methods = [o.removeprefix("method=") for o in overrides if o.startswith("method=")]
+    named = any(o.startswith("backbone.name=") for o in overrides)
+    method = METHODS.get(methods[-1]) if methods else None
+    if method is None or not method.needs_vit or named:
+        return []
+    return list(VIT_TINY_OF.get(method.name, VIT_TINY))
 
 
 def train_in_process(output_dir: Path, *overrides: str) -> Path:
@@ -112,8 +120,8 @@ def train_in_process(output_dir: Path, *overrides: str) -> Path:
     from ssl_syre.config import load_config
     from ssl_syre.training.pipeline import train
 
-    head = [*TINY, *method_tiny(overrides), f"output_dir={output_dir}", "run_name=run"]
-    return train(load_config(None, [*head, *overrides]))
+    base = [*TINY, *vit_overrides(overrides), f"output_dir={output_dir}", "run_name=run"]
+    return train(load_config(None, [*base, *overrides]))
 
 
 @pytest.fixture
@@ -140,7 +148,7 @@ def build_method(method: str, *extra: str):
     from ssl_syre.data import data_info
     from ssl_syre.methods import METHODS
 
-    tiny = [*METHOD_TINY, *method_tiny([f"method={method}"])]
+    tiny = [*METHOD_TINY, *vit_overrides([f"method={method}", *extra])]
     cfg = load_config(None, [f"method={method}", *tiny, *extra])
     return METHODS[method](cfg, data_info(cfg.data)), cfg
 

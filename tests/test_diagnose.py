@@ -116,3 +116,51 @@ def test_bad_input_is_one_line(
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def dino_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny DINO run (16 prototypes) with the online evaluation on."""
+    return train_in_process(
+        tmp_path_factory.mktemp("prototypes") / "runs",
+        "method=dino",
+        "method_kwargs.n_local_views=0",
+        "eval.online_every_n_epochs=1",
+        "eval.linear_probe=false",
+        "export=false",
+        "trainer.enable_progress_bar=false",
+    )
+
+
+def test_distinct_prototypes_online_in_metrics_and_in_the_cli(
+    dino_run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The count is logged online and written to metrics.json; diagnose prints it, and finds
+    3 copies planted into the checkpoint's prototypes."""
+    import torch
+
+    metrics = json.loads((dino_run_dir / "metrics.json").read_text())
+    layer = "projection_head.last_layer"
+    assert metrics["prototypes"][layer] == {
+        "prototypes": 16,
+        "distinct@0.9": 16,
+        "distinct@0.95": 16,
+        "distinct@0.99": 16,
+    }
+    assert metrics["online"][-1][f"prototypes/{layer}/distinct@0.99"] == 16
+    checkpoint = torch.load(dino_run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    direction = checkpoint["state_dict"][f"{layer}.parametrizations.weight.original1"]
+    direction[1:4] = direction[0]
+    planted = tmp_path / "planted.ckpt"
+    torch.save(checkpoint, planted)
+    payload = run_cli(main, [str(planted), "--png", "none", "--samples", "0"])
+    printed = capsys.readouterr().out
+    assert "Distinct prototypes" in printed and layer in printed
+    assert payload["prototypes"][layer]["distinct@0.99"] == 16 - 3
+    custom = run_cli(
+        main, [str(planted), "--png", "none", "--samples", "0", "--prototype-thresholds", "0.5"]
+    )
+    assert custom["prototypes"][layer] == {"prototypes": 16, "distinct@0.5": 13}
+    with pytest.raises(SystemExit):
+        run_cli(main, [str(planted), "--samples", "0", "--prototype-thresholds", "2"])
+    assert "--prototype-thresholds are cosines" in capsys.readouterr().err

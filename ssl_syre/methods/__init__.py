@@ -11,6 +11,8 @@ from ssl_syre.methods.barlowtwins import BarlowTwins
 from ssl_syre.methods.base import SSLMethod
 from ssl_syre.methods.byol import BYOL
 from ssl_syre.methods.dino import DINO
+from ssl_syre.methods.dinov2 import DINOv2
+from ssl_syre.methods.ibot import IBOT
 from ssl_syre.methods.lejepa import LeJEPA
 from ssl_syre.methods.mae import MAE
 from ssl_syre.methods.mocov2 import MoCoV2
@@ -20,7 +22,8 @@ from ssl_syre.methods.simsiam import SimSiam
 from ssl_syre.methods.vicreg import VICReg
 
 METHODS: dict[str, type[SSLMethod]] = {
-    cls.name: cls for cls in (SimCLR, BYOL, SimSiam, MoCoV2, BarlowTwins, VICReg, DINO, MAE, LeJEPA)
+    cls.name: cls
+    for cls in (SimCLR, BYOL, SimSiam, MoCoV2, BarlowTwins, VICReg, DINO, IBOT, DINOv2, MAE, LeJEPA)
 }
 
 
@@ -62,6 +65,8 @@ __all__ = [
     "METHODS",
     "BYOL",
     "DINO",
+    "DINOv2",
+    "IBOT",
     "LeJEPA",
     "MAE",
     "BarlowTwins",

@@ -61,8 +61,9 @@ class SSLMethod(pl.LightningModule):
     # Attribute names of the trained modules: the optimizer trains them, SyRe may cover them
     # (config key syre.parts). Momentum copies and teachers are not parts.
     parts: ClassVar[tuple[str, ...]] = ("backbone", "projection_head")
-    # True: the method needs a timm VisionTransformer backbone (MAE's masking cuts patches).
-    vit_only: ClassVar[bool] = False
+    # True for a method that works on patch tokens (MAE's masking, iBOT's masked patch loss): it
+    # refuses other backbones, and the tests build it on a ViT.
+    needs_vit: ClassVar[bool] = False
     # Config keys of the method's recipe where the schema's defaults do not work for it (VICReg
     # diverges under SGD): they apply below every config file and override.
     config_defaults: ClassVar[dict[str, Any]] = {}
@@ -152,6 +153,12 @@ class SSLMethod(pl.LightningModule):
 
     def training_loss(self, views: Sequence[Tensor]) -> Tensor:
         raise NotImplementedError
+
+    def prototype_weights(self) -> dict[str, Tensor]:
+        """Each prototype layer's prototypes as a (K, d) matrix of unit rows (the effective
+        directions), by layer name, for the distinct-prototype count of partial prototype
+        collapse (`ssl_syre.evaluation.prototypes`); none for a method without prototypes."""
+        return {}
 
     def project(self, features: Tensor) -> Tensor:
         """Projector output for backbone features (what collapse metrics look at)."""

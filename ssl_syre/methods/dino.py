@@ -275,6 +275,11 @@ class DINO(MomentumMethod):
         student_out = self.student(views)
         return self.criterion(teacher_out, student_out, epoch=self.current_epoch)
 
+    def prototype_weights(self) -> dict[str, Tensor]:
+        """The K prototypes: the rows of the weight-normalised last layer, g·v/‖v‖ normalised."""
+        weight = self.projection_head.last_layer.weight.detach()
+        return {"projection_head.last_layer": nn.functional.normalize(weight, dim=1)}
+
     def on_after_backward(self) -> None:
         # No gradient, hence no step (and no decay: AdamW and SyRe skip grad-less
         # parameters) on the last layer during the first freeze_last_layer epochs.

@@ -94,7 +94,7 @@ class MAE(SSLMethod):
     name = "mae"
     Kwargs = MAEKwargs
     parts = ("backbone", "decoder_embed", "decoder", "prediction_head")
-    vit_only = True
+    needs_vit = True
     # The paper's Table 8: AdamW, betas (0.9, 0.95), weight decay 0.05, base lr 1.5e-4 per 256
     # images (here per 128: 7.5e-5); one warm-up epoch of its 40, so that short runs validate.
     config_defaults: ClassVar[dict[str, Any]] = {

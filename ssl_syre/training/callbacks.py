@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, Sampler
 from ssl_syre.evaluation.collapse import collapse_metrics
 from ssl_syre.evaluation.features import eval_loader, extract_features
 from ssl_syre.evaluation.knn import knn_classify
+from ssl_syre.evaluation.prototypes import flat_prototype_metrics, prototype_summary
 from ssl_syre.evaluation.symmetry import summary_of
 from ssl_syre.evaluation.symmetry_report import diagnose_method
 
@@ -314,6 +315,9 @@ class OnlineEvaluation(pl.Callback):
         symmetry = diagnose_method(pl_module, self.test, samples=512)
         for name, value in summary_of(symmetry).items():
             metrics[f"symmetry_{name}"] = float(value)
+        # Partial prototype collapse (distinct prototypes), here only: no cost between evaluations.
+        prototypes = getattr(pl_module, "prototype_weights", dict)()
+        metrics.update(flat_prototype_metrics(prototype_summary(prototypes)))
         return metrics
 
 

@@ -36,6 +36,7 @@ from ssl_syre.data import (
 from ssl_syre.data.loaders import train_loader, training_device
 from ssl_syre.errors import UserError
 from ssl_syre.evaluation.features import split_features
+from ssl_syre.evaluation.prototypes import prototype_summary
 from ssl_syre.evaluation.report import evaluate_features, format_results, summary_metrics
 from ssl_syre.evaluation.symmetry import summary_of
 from ssl_syre.evaluation.symmetry_report import diagnose_method, write_report
@@ -372,6 +373,9 @@ def finish(
     symmetry = diagnose_method(model, eval_test if eval_test is not None else eval_train)
     write_report(symmetry, run_dir, title=f"{cfg.method}, {cfg.backbone.name}: {run_dir.name}")
     metrics["symmetry"] = summary_of(symmetry)
+    prototypes = prototype_summary(model.prototype_weights())
+    if prototypes:  # partial prototype collapse: distinct prototypes per prototype layer
+        metrics["prototypes"] = prototypes
     if cfg.eval.umap and eval_test is not None:
         write_umap(
             test_features.by_kind["backbone"],

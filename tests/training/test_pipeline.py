@@ -14,7 +14,7 @@ from PIL import Image
 
 from ssl_syre.evaluation.knn import knn_classify
 from ssl_syre.methods import METHODS
-from tests.conftest import ROOT, method_tiny, run_train, train_in_process
+from tests.conftest import ROOT, run_train, train_in_process, vit_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def test_each_method_trains_on_fashion_mnist_from_its_config(
     result = run_train(
         f"configs/{method}_fashion_mnist.yaml",
         *tiny,
-        *method_tiny([f"method={method}"]),  # MAE: back to test_vit after TINY's test_resnet
+        *vit_overrides([f"method={method}"]),  # a ViT-only method: test_vit, not TINY's ResNet
         "data.name=fashion_mnist",
         "data.train_subset=600",
         "data.test_subset=200",
