@@ -36,11 +36,11 @@ from typing import Any
 import ablation  # benchmarks/ablation.py, beside this script
 import common_args
 from results_table import (
-    RESULTS_MD,
     cell_numbers,
     decay_of,
     fmt,
     paired,
+    study_page,
     summarize_rows,
     write_block,
 )
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         name = f"prototype_study_{args.scale}_steps{max_steps}"
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         (RESULTS_DIR / f"{name}.json").write_text(json.dumps(table, indent=2))
-        write_block(name, markdown(table), RESULTS_MD)
+        write_block(name, markdown(table), study_page(name, "prototype_study"))
         print(markdown(table))
 
 

@@ -259,6 +259,8 @@ class DINO(MomentumMethod):
         """Student outputs for all crops, as the paper's MultiCropWrapper: one backbone pass
         per run of same-size crops, then one head pass on all crops' features together (a
         BatchNorm head then normalizes with the statistics of every crop)."""
+        if not views:  # iBOT runs its global crops itself and passes only the local ones
+            return []
         features: list[Tensor] = []
         start = 0
         while start < len(views):
