@@ -50,7 +50,21 @@ def check_run_dir(run_dir: Path, labelled: bool = True) -> dict:
     return metrics
 
 
-@pytest.mark.parametrize("method", ["simclr", "byol", "simsiam", "mocov2", "barlowtwins", "vicreg"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "simclr",
+        "byol",
+        "simsiam",
+        "mocov2",
+        "barlowtwins",
+        "vicreg",
+        "swav",
+        "nnclr",
+        "dcl",
+        "mocov3",
+    ],
+)
 def test_each_method_trains_on_fashion_mnist_from_its_config(
     method: str, tiny: list[str], tmp_path: Path
 ) -> None:
