@@ -112,7 +112,7 @@ def two_process_loss(method: str, gather: bool, tmp_path: Path) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["simclr", "byol", "simsiam"])
+@pytest.mark.parametrize("method", ["simclr", "byol", "simsiam", "swav", "nnclr", "dcl", "mocov3"])
 def test_first_step_loss_equals_one_process_with_same_global_batch(
     method: str, tmp_path: Path
 ) -> None:
