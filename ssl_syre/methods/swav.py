@@ -120,8 +120,9 @@ class SwAV(SSLMethod):
     included. The prototypes are unit vectors without bias (the paper's; lightly's layer has
     a bias, removed here), renormalized at every step, and take no step during the first
     `freeze_prototypes_steps` optimizer steps: their gradient is dropped after the backward
-    pass, as the authors' code does (lightly's switch flips requires_grad instead, which a
-    DDP-wrapped model does not allow). SyRe covers the prototypes with the other parts.
+    pass, as the authors' code does (lightly's switch flips requires_grad instead, which DDP
+    accepts only with find_unused_parameters, as lightly's ImageNet benchmark runs it). SyRe
+    covers the prototypes with the other parts.
     """
 
     name = "swav"
