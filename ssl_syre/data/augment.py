@@ -88,13 +88,20 @@ class ViewRecipe:
 
     @classmethod
     def from_lightly(
-        cls, view_transform: type, defaults_from: type | None = None, **kwargs: Any
+        cls,
+        view_transform: type,
+        defaults_from: type | None = None,
+        crop: tuple[int, float, float] | None = None,
+        **kwargs: Any,
     ) -> ViewRecipe:
         """The recipe of `view_transform(**kwargs)`: lightly's defaults, then `kwargs`.
 
         DINO's view transform names its crop `crop_size` and `crop_scale` (min, max), read as
         `input_size`, `min_scale` and `max_scale`; the crop's interpolation, which no lightly
         transform takes as a setting, is read from the built transform.
+
+        `crop` is (size, min_scale, max_scale) of the bilinear RandomResizedCrop that lightly's
+        MultiCropTranform (SwaVTransform) puts before a view transform that has no crop.
 
         `defaults_from` is a multi-view transform whose own defaults replace the view
         transform's (MoCoV2Transform builds SimCLRViewTransform with other jitter and crop
@@ -120,6 +127,8 @@ class ViewRecipe:
             settings["input_size"] = settings.pop("crop_size")
         if "crop_scale" in settings:
             settings["min_scale"], settings["max_scale"] = settings.pop("crop_scale")
+        if crop is not None:
+            settings["input_size"], settings["min_scale"], settings["max_scale"] = crop
         settings["interpolation"] = _crop_interpolation(view_transform(**kwargs))
         normalize = settings.pop("normalize", None)
         names = {field.name for field in fields(cls)}

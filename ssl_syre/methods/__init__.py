@@ -10,20 +10,40 @@ from ssl_syre.errors import check_choice
 from ssl_syre.methods.barlowtwins import BarlowTwins
 from ssl_syre.methods.base import SSLMethod
 from ssl_syre.methods.byol import BYOL
+from ssl_syre.methods.dcl import DCL
 from ssl_syre.methods.dino import DINO
 from ssl_syre.methods.dinov2 import DINOv2
 from ssl_syre.methods.ibot import IBOT
 from ssl_syre.methods.lejepa import LeJEPA
 from ssl_syre.methods.mae import MAE
 from ssl_syre.methods.mocov2 import MoCoV2
+from ssl_syre.methods.mocov3 import MoCoV3
 from ssl_syre.methods.momentum import MomentumMethod
+from ssl_syre.methods.nnclr import NNCLR
 from ssl_syre.methods.simclr import SimCLR
 from ssl_syre.methods.simsiam import SimSiam
+from ssl_syre.methods.swav import SwAV
 from ssl_syre.methods.vicreg import VICReg
 
 METHODS: dict[str, type[SSLMethod]] = {
     cls.name: cls
-    for cls in (SimCLR, BYOL, SimSiam, MoCoV2, BarlowTwins, VICReg, DINO, IBOT, DINOv2, MAE, LeJEPA)
+    for cls in (
+        SimCLR,
+        BYOL,
+        SimSiam,
+        MoCoV2,
+        BarlowTwins,
+        VICReg,
+        DINO,
+        SwAV,
+        NNCLR,
+        DCL,
+        MoCoV3,
+        IBOT,
+        DINOv2,
+        MAE,
+        LeJEPA,
+    )
 }
 
 
@@ -64,6 +84,7 @@ def config_defaults(method: str) -> dict:
 __all__ = [
     "METHODS",
     "BYOL",
+    "DCL",
     "DINO",
     "DINOv2",
     "IBOT",
@@ -71,10 +92,13 @@ __all__ = [
     "MAE",
     "BarlowTwins",
     "MoCoV2",
+    "MoCoV3",
+    "NNCLR",
     "MomentumMethod",
     "SSLMethod",
     "SimCLR",
     "SimSiam",
+    "SwAV",
     "VICReg",
     "check_config",
     "config_defaults",

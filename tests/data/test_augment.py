@@ -48,10 +48,21 @@ def recipe(**kwargs: object) -> ViewRecipe:
     return ViewRecipe.from_lightly(SimCLRViewTransform, **{"normalize": None, **kwargs})
 
 
+def compose_steps(view_transform: object) -> list[object]:
+    """The steps of a lightly view transform's Compose; SwaVTransform's views are
+    Compose([RandomResizedCrop, SwaVViewTransform]), whose view transform holds the rest."""
+    if isinstance(view_transform, T.Compose):
+        return [s for step in view_transform.transforms for s in compose_steps(step)]
+    inner = getattr(view_transform, "transform", None)
+    return list(inner.transforms) if isinstance(inner, T.Compose) else [view_transform]
+
+
 def lightly_parameters(view_transform: object) -> dict[str, object]:
-    """What a lightly view transform will do, read from its torchvision Compose."""
+    """What a lightly view transform will do, read from its torchvision Compose (for a
+    multi-crop transform's Compose(crop, view transform), the crop's and the view's steps)."""
     found: dict[str, object] = {}
-    for step in view_transform.transform.transforms:  # type: ignore[attr-defined]
+    steps = compose_steps(view_transform)
+    for step in steps:
         if isinstance(step, T.RandomResizedCrop):
             found["input_size"], found["min_scale"] = step.size[0], step.scale[0]
         elif isinstance(step, T.RandomHorizontalFlip):
@@ -74,7 +85,7 @@ def lightly_parameters(view_transform: object) -> dict[str, object]:
         elif isinstance(step, T.Normalize):
             found["mean"], found["std"] = tuple(step.mean), tuple(step.std)
     if "gaussian_blur" in found and "solarization_prob" in found:
-        order = [type(step) for step in view_transform.transform.transforms]  # type: ignore[attr-defined]
+        order = [type(step) for step in steps]
         found["solarize_before_blur"] = order.index(RandomSolarization) < order.index(GaussianBlur)
     return found
 

@@ -44,7 +44,7 @@ def test_syre_covers_configured_parts_only(method: str) -> None:
     assert not any("momentum" in name for name in model.syre.covered_names)
 
 
-@pytest.mark.parametrize("method", ["byol", "mocov2"])
+@pytest.mark.parametrize("method", ["byol", "mocov2", "mocov3"])
 def test_momentum_copy_is_frozen_and_follows(method: str) -> None:
     model, _ = build(method)
     assert not any(p.requires_grad for p in model.backbone_momentum.parameters())
@@ -71,7 +71,7 @@ def test_momentum_copy_is_frozen_and_follows(method: str) -> None:
             assert not torch.equal(target_p, old_p)
 
 
-@pytest.mark.parametrize("method", ["byol", "mocov2"])
+@pytest.mark.parametrize("method", ["byol", "mocov2", "mocov3"])
 def test_momentum_updates_once_per_optimizer_step_under_accumulation(
     method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
 ) -> None:

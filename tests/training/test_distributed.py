@@ -141,7 +141,9 @@ def test_mocov2_queue_takes_the_keys_of_every_process(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["simclr", "byol", "simsiam", "mocov2"])
+@pytest.mark.parametrize(
+    "method", ["simclr", "byol", "simsiam", "mocov2", "swav", "nnclr", "dcl", "mocov3"]
+)
 def test_first_step_loss_equals_one_process_with_same_global_batch(
     method: str, tmp_path: Path
 ) -> None:

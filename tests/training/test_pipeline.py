@@ -51,7 +51,21 @@ def check_run_dir(run_dir: Path, labelled: bool = True) -> dict:
 
 
 @pytest.mark.parametrize(
-    "method", ["simclr", "byol", "simsiam", "mocov2", "barlowtwins", "vicreg", "lejepa", "mae"]
+    "method",
+    [
+        "simclr",
+        "byol",
+        "simsiam",
+        "mocov2",
+        "barlowtwins",
+        "vicreg",
+        "swav",
+        "nnclr",
+        "dcl",
+        "mocov3",
+        "lejepa",
+        "mae",
+    ],
 )
 def test_each_method_trains_on_fashion_mnist_from_its_config(
     method: str, tiny: list[str], tmp_path: Path
