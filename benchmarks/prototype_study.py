@@ -82,7 +82,8 @@ SCALES: dict[str, dict[str, Any]] = {
 
 
 def config_of(method: str) -> Path | None:
-    """The method's study config, else its Fashion-MNIST config (SwAV's own), else None."""
+    """The method's study config (benchmarks/configs/prototypes/<method>.yaml), else its
+    Fashion-MNIST config, else None."""
     for path in (CONFIGS / f"{method}.yaml", ROOT / "configs" / f"{method}_fashion_mnist.yaml"):
         if path.is_file():
             return path

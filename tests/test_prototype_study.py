@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from ssl_syre.config import load_config
-from ssl_syre.methods import METHODS
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -28,8 +27,8 @@ def test_dry_run_lists_every_cell_and_leaves_out_what_cannot_run(
     prototype_study.main(["--dry-run", "--seeds", "0", "1", "--output-dir", str(tmp_path)])
     out = capsys.readouterr().out
     cells = commands(out)
-    # dino: decay0 and anchor (it has no KoLeo-on-prototypes knob); ibot and dinov2: all three.
-    expected = 2 + 3 + 3 + (len(prototype_study.ARMS) if "swav" in METHODS else 0)
+    # dino and swav: decay0 and anchor (no KoLeo-on-prototypes knob); ibot and dinov2: all three.
+    expected = 2 + 3 + 3 + 2
     assert len(cells) == 2 * expected  # two seeds
     assert "left out: dino x koleo" in out
     koleo = [c for c in cells if "/koleo/" in c]
@@ -53,11 +52,15 @@ def test_a_rerun_skips_finished_cells(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_study_configs_validate_and_share_the_setting() -> None:
-    configs = [load_config(str(prototype_study.config_of(m))) for m in ("dino", "ibot", "dinov2")]
-    assert [c.method for c in configs] == ["dino", "ibot", "dinov2"]
+    methods = ("dino", "ibot", "dinov2", "swav")
+    configs = [load_config(str(prototype_study.config_of(m))) for m in methods]
+    assert [c.method for c in configs] == list(methods)
     for key in ("backbone", "data", "optimizer"):
         assert all(c[key] == configs[0][key] for c in configs), key
-    assert {c.method_kwargs.projection_output_dim for c in configs} == {4096}
+    prototypes = [
+        c.method_kwargs.get("n_prototypes", c.method_kwargs.projection_output_dim) for c in configs
+    ]
+    assert set(prototypes) == {4096}
 
 
 def test_gpu_scale_stops_in_one_line_without_data(tmp_path: Path) -> None:

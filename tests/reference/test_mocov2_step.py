@@ -30,7 +30,7 @@ MOMENTUM = 0.99  # constant: Algorithm 1's m (its schedule is a recipe matter, n
 QUEUE = 32
 # A split (or shuffled) BatchNorm is a multi-GPU device of the paper's code, not in Algorithm 1:
 # any such setting of ours is switched off to compare the step itself.
-NO_SPLIT_BN = [f"method_kwargs.{f.name}=false" for f in fields(MoCoV2Kwargs) if "split" in f.name]
+NO_SPLIT_BN = [f"method_kwargs.{f.name}=1" for f in fields(MoCoV2Kwargs) if "split" in f.name]
 
 
 def canonical(queue: Tensor) -> Tensor:
