@@ -152,7 +152,14 @@ def test_docs_recipes_md_is_the_rendered_table(table: dict[str, Any], rows) -> N
 
 
 def test_readme_method_table_and_recipes_page_link_each_other() -> None:
-    readme = (rt.ROOT / "README.md").read_text()
-    method_row = next(line for line in readme.splitlines() if line.startswith("| `method` |"))
-    assert "(docs/recipes.md)" in method_row
+    """The README's method table has a row per registered method, and the paragraph under it
+    links the recipes page, which links back."""
+    from ssl_syre.methods import METHODS
+
+    lines = (rt.ROOT / "README.md").read_text().splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("| `method` | paper |")))
+    end = start + next(i for i, line in enumerate(lines[start:]) if not line.startswith("|"))
+    rows = {line.split("|")[1].strip().strip("`") for line in lines[start + 2 : end]}
+    assert rows == set(METHODS)
+    assert "(docs/recipes.md)" in " ".join(lines[end : end + 4])
     assert "](../README.md)" in rt.DOC.read_text()
