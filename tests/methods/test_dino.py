@@ -450,7 +450,7 @@ def test_the_vit_recipe_file_builds_the_papers_vit_s_recipe() -> None:
 @pytest.mark.parametrize("layers", [2, 3, 4])
 def test_projection_layers_sets_the_heads_depth(layers: int) -> None:
     """2 is lightly's CIFAR-10 head (Linear-BN-GELU, Linear to the bottleneck); 3 is lightly's
-    DINOProjectionHead, the paper's; every depth keeps the head's truncated-normal init and
+    DINOProjectionHead, the paper's; every depth keeps DINOProjectionHead's init and
     the teacher is the student's copy."""
     model = build(f"method_kwargs.projection_layers={layers}")
     head = model.projection_head
