@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
+from lightly.models.modules.heads import ProjectionHead
 from lightly.transforms import DINOTransform
 from lightly.transforms.dino_transform import DINOViewTransform
 from timm.layers import PatchEmbed
@@ -35,6 +36,9 @@ LOCAL_TO_GLOBAL = 96 / 224
 class DINOKwargs:
     projection_hidden_dim: int = ranged(2048, "[1, inf)")
     bottleneck_dim: int = ranged(256, "[1, inf)")
+    # Linear layers before the bottleneck's normalization: 3 in the paper and lightly's head,
+    # 2 in lightly's CIFAR-10 benchmark (Linear-BN-GELU, then Linear to the bottleneck).
+    projection_layers: int = ranged(3, "[2, inf)")
     # K, the prototypes (lightly's CIFAR benchmark; the paper: 65536).
     projection_output_dim: int = ranged(2048, "[1, inf)")
     batch_norm: bool | None = None  # None: in the head for CNNs, not for ViTs (lightly's advice)
@@ -60,6 +64,23 @@ class DINOKwargs:
     # None: 96/224 of the image size (lightly's ratio), for ViTs a multiple of the patch size.
     local_crop_size: int | None = ranged(None, "[1, inf)")
     local_crop_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
+
+
+def set_head_depth(head: DINOProjectionHead, layers: int, batch_norm: bool) -> None:
+    """Rebuild the head's MLP (before the weight-normalized last layer) with `layers` linear
+    layers from lightly's blocks, initialized as DINOProjectionHead initializes its own.
+
+    lightly's CIFAR-10 benchmark replaces `head.layers` the same way for its 2-layer head.
+    """
+    first, *_, last = [m for m in head.layers if isinstance(m, nn.Linear)]
+    hidden, bottleneck = first.out_features, last.out_features
+    dims = [first.in_features] + [hidden] * (layers - 1)
+    blocks = [
+        (i, o, nn.BatchNorm1d(o) if batch_norm else None, nn.GELU())
+        for i, o in zip(dims[:-1], dims[1:], strict=True)
+    ]
+    head.layers = ProjectionHead([*blocks, (hidden, bottleneck, None, None)]).layers
+    head.layers.apply(head._init_weights)
 
 
 def parametrize_last_layer(head: DINOProjectionHead, norm_last_layer: bool) -> None:
@@ -229,6 +250,8 @@ class DINO(MomentumMethod):
                 freeze_last_layer=k.freeze_last_layer,
                 norm_last_layer=k.norm_last_layer,
             )
+        if k.projection_layers != 3:
+            set_head_depth(self.projection_head, k.projection_layers, batch_norm)
         parametrize_last_layer(self.projection_head, k.norm_last_layer)
         # The teacher starts as the student, as in the paper's code.
         self.build_momentum_copies()

@@ -17,7 +17,18 @@ from torch import Tensor
 from ssl_syre.config import DataConfig, ranged
 from ssl_syre.data import DataInfo, ssl_transform_kwargs
 from ssl_syre.data.augment import ViewRecipe
+from ssl_syre.errors import check_choice
 from ssl_syre.methods.base import SSLMethod
+
+# variance_form -> factor on lightly's variance term, which is 0.5 * (v(Z) + v(Z')):
+VARIANCE_FORMS = {
+    # The paper [0] (Algorithm 1, eq. 6: mu * [v(Z) + v(Z')]) and solo-learn
+    # (solo/losses/vicreg.py variance_loss), whose CIFAR numbers our VICReg configs follow.
+    "paper": 2.0,
+    # lightly's VICRegLoss and the authors' repository (facebookresearch/vicreg, main_vicreg.py:
+    # each view's hinge divided by 2): half the paper's weight at the same mu.
+    "lightly": 1.0,
+}
 
 
 @dataclass
@@ -29,6 +40,9 @@ class VICRegKwargs:
     lambda_param: float = ranged(25.0, "[0, inf)")
     # Variance: hinge on each dimension's std over the batch.
     mu_param: float = ranged(25.0, "[0, inf)")
+    # The variance term's scale, where the references differ (see VARIANCE_FORMS): "paper"
+    # sums the two views' hinges, "lightly" averages them.
+    variance_form: str = "paper"
     # Covariance: squared off-diagonal covariances.
     nu_param: float = ranged(1.0, "[0, inf)")
     gather_distributed: bool = True  # variance and covariance over all processes' batches
@@ -39,7 +53,10 @@ class VICReg(SSLMethod):
 
     The variance term (mu_param) keeps every dimension's std over the batch above 1 and the
     covariance term (nu_param) decorrelates the dimensions: together they are what keeps the
-    embedding from collapsing, without negatives, predictor or momentum copy.
+    embedding from collapsing, without negatives, predictor or momentum copy. lightly's loss
+    averages the two views' variance terms; `variance_form="paper"` (the default) weighs them
+    as the paper and solo-learn do, by handing lightly's loss twice mu (exact in floating
+    point: a factor of 2 times 0.5).
     """
 
     name = "vicreg"
@@ -64,9 +81,10 @@ class VICReg(SSLMethod):
             self.kwargs.projection_output_dim,
             num_layers=self.kwargs.projection_layers,
         )
+        check_choice("method_kwargs.variance_form", self.kwargs.variance_form, VARIANCE_FORMS)
         self.criterion = VICRegLoss(
             lambda_param=self.kwargs.lambda_param,
-            mu_param=self.kwargs.mu_param,
+            mu_param=self.kwargs.mu_param * VARIANCE_FORMS[self.kwargs.variance_form],
             nu_param=self.kwargs.nu_param,
             gather_distributed=self.kwargs.gather_distributed,
         )

@@ -445,3 +445,25 @@ def test_the_vit_recipe_file_builds_the_papers_vit_s_recipe() -> None:
     assert model.learning_rate() == pytest.approx(0.0005 * cfg.data.batch_size / 256)
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     assert torch.isfinite(model.training_loss(model.views((images, None), batch_idx=0)))
+
+
+@pytest.mark.parametrize("layers", [2, 3, 4])
+def test_projection_layers_sets_the_heads_depth(layers: int) -> None:
+    """2 is lightly's CIFAR-10 head (Linear-BN-GELU, Linear to the bottleneck); 3 is lightly's
+    DINOProjectionHead, the paper's; every depth keeps DINOProjectionHead's init and
+    the teacher is the student's copy."""
+    model = build(f"method_kwargs.projection_layers={layers}")
+    head = model.projection_head
+    kinds = [type(m) for m in head.layers]
+    expected = [nn.Linear, nn.BatchNorm1d, nn.GELU] * (layers - 1) + [nn.Linear]
+    assert kinds == expected
+    linears = [m for m in head.layers if isinstance(m, nn.Linear)]
+    assert linears[0].in_features == model.feature_dim
+    assert linears[-1].out_features == model.kwargs.bottleneck_dim
+    for linear in linears:  # DINOProjectionHead._init_weights: normal, std 0.02, bias 0
+        assert 0.018 < linear.weight.std() < 0.022
+        assert linear.bias is None or torch.count_nonzero(linear.bias) == 0
+    teacher = [type(m) for m in model.projection_head_momentum.layers]
+    assert teacher == expected
+    out = head(torch.randn(4, model.feature_dim))
+    assert out.shape == (4, model.kwargs.projection_output_dim)

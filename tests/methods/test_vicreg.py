@@ -27,6 +27,25 @@ def test_each_weight_scales_its_own_term() -> None:
     assert model.criterion(collapsed, shifted).item() == pytest.approx(2 * 0.25)
 
 
+def test_the_papers_variance_term_is_the_sum_of_both_views_hinges() -> None:
+    """On collapsed embeddings (std 0 in every dimension) each view's hinge is
+    relu(1 - sqrt(1e-4)) = 0.99: the paper's form (Algorithm 1, solo-learn) adds the two, mu *
+    1.98; lightly's form (and the authors' repository) averages them, mu * 0.99."""
+    collapsed = torch.ones(32, 16)
+    hinge = 1 - 1e-4**0.5
+    for form, views in (("paper", 2), ("lightly", 1)):
+        model, _ = build_method("vicreg", f"method_kwargs.variance_form={form}")
+        loss = model.criterion(collapsed, collapsed).item()
+        assert loss == pytest.approx(25.0 * views * hinge)
+
+
+def test_an_unknown_variance_form_is_refused() -> None:
+    from ssl_syre.errors import UserError
+
+    with pytest.raises(UserError, match="variance_form 'solo'.*lightly, paper"):
+        build_method("vicreg", "method_kwargs.variance_form=solo")
+
+
 def test_loss_falls_on_a_fixed_batch() -> None:
     model, _ = build_method("vicreg")
     size = model.info.image_size

@@ -191,6 +191,8 @@ def knob_value(config: ShippedConfig, knob: str) -> Any:
     if section == "method_kwargs":
         kwargs = METHODS[cfg.method].check_kwargs(cfg.method_kwargs)
         return getattr(kwargs, rest, MISSING)
+    if knob.startswith("backbone.kwargs."):  # absent: the timm model's own default
+        return OmegaConf.select(cfg, knob, default=None)
     index = re.match(r"(.+)\[(\d+)\]$", knob)
     key = index.group(1) if index else knob
     value = OmegaConf.select(cfg, key, default=MISSING)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -94,17 +95,36 @@ def test_step_is_the_papers(optimizer: str, syre: bool) -> None:
     compare(model, reference, parts)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the EMA after update k uses the cosine at k + 1 over K − 1 intervals (lightly's "
-    "cosine_schedule(global_step, K), called at the start of the next step), where the paper "
-    "has τ_k = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2: a one-step shift of the schedule, "
-    "O(1/K²) in τ over a real run",
-)
-def test_target_momentum_follows_the_papers_cosine() -> None:
-    """Independent of the loss: the target after each update, from our own online weights
-    and the paper's τ_k, over a run of K = 3 steps from τ_base = 0.9."""
+def lightly_cosine(step: int, total: int, base: float, end: float = 1.0) -> float:
+    """The momentum our EMA after update k uses (docs/methods.md, "Momentum schedule"):
+    lightly's cosine_schedule(k + 1, K), computed at the start of step k + 1, over K - 1
+    intervals; written out here from its definition, not called."""
+    return end - (end - base) * (math.cos(math.pi * (step + 1) / (total - 1)) + 1) / 2
+
+
+def test_target_momentum_follows_lightlys_cosine_one_step_ahead_of_the_papers() -> None:
+    """A documented deviation: the target after update k moves with lightly's
+    cosine_schedule(k + 1, K) (lightly's benchmarks: update at the start of each step), where
+    the paper has τ_k = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2. Over a run of K = 3 steps from
+    τ_base = 0.9 the two differ by 0.05 at the first update, far beyond the tolerance, so the
+    schedule checked here is ours and not the paper's."""
     model = byol("sgd", False, "method_kwargs.momentum_start=0.9", "method_kwargs.momentum_end=1.0")
     records = run_ours(model, fixed_views(model), total_steps=3)
-    assert_ema_schedule(records, ("backbone", "projection_head"), lambda k: byol_cosine(k, 3, 0.9))
+    parts = ("backbone", "projection_head")
+    assert_ema_schedule(records, parts, lambda k: lightly_cosine(k, 3, 0.9))
+    with pytest.raises(AssertionError, match="EMA after update 0"):
+        assert_ema_schedule(records, parts, lambda k: byol_cosine(k, 3, 0.9))
+
+
+@pytest.mark.parametrize("total", [10, 1000, 100_000])
+def test_the_shift_from_the_papers_schedule_is_within_one_steps_change(total: int) -> None:
+    """The gap to the paper's τ_k is at most one step's change of the cosine,
+    (1 − τ_base)·π/(K − 1), and shrinks as 1/K: below 1e-6 in τ over a 200-epoch CIFAR-10
+    run at batch 512 (K ≈ 19,600) from the paper's τ_base = 0.996. Ours makes K − 1 updates
+    (the one after the last step would serve no further loss)."""
+    base = 0.99
+    gaps = [
+        abs(lightly_cosine(k, total, base) - byol_cosine(k, total, base)) for k in range(total - 1)
+    ]
+    assert max(gaps) <= (1 - base) * math.pi / (total - 1)
+    assert max(gaps) > 0.1 * (1 - base) / total  # a shift, not the same schedule
