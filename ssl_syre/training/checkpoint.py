@@ -61,8 +61,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             if cause is not None:
                 raise UserError(
                     f"cannot write checkpoint '{target}': {os.strerror(cause.errno)}; the "
-                    f"checkpoints already in '{target.parent}' are intact: fix this, then "
-                    f"resume={run_dir_of(target)}"
+                    f"previous checkpoint is intact: fix this, then resume={run_dir_of(target)}"
                 ) from None
             raise
 
