@@ -86,6 +86,28 @@ def write_text_atomically(target: str | Path, text: str) -> None:
     write_atomically(target, lambda file: file.write(text.encode()))
 
 
+def write_file_atomically(target: str | Path, write_to: Callable[[Path], object]) -> None:
+    """Call `write_to(path)` (a writer that takes a file name: matplotlib's savefig) on a
+    temporary name beside `target` with the same suffix, then rename it over `target`."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(
+        prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent
+    )
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        write_to(temporary)
+        with open(temporary, "rb") as file:
+            os.fsync(file.fileno())
+        give_umask_mode(temporary)
+        os.replace(temporary, target)
+        fsync_directory(target.parent)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
 def staging_folder(directory: str | Path, purpose: str) -> Path:
     """A fresh, empty folder `.<purpose>.staging-<random>` inside `directory` to write files
     into before `publish`.

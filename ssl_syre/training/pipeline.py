@@ -60,7 +60,7 @@ from ssl_syre.training.run_dir import (
     last_checkpoint,
     log_version,
     make_run_dir,
-    remove_empty_log_version,
+    remove_log_version,
     run_lock,
 )
 
@@ -309,7 +309,7 @@ def train(cfg: DictConfig) -> Path:
             ) from None
         except RuntimeError as error:
             if checkpoint is not None and "state_dict" in str(error):
-                remove_empty_log_version(run_dir, version)
+                remove_log_version(run_dir, version)
                 raise UserError(
                     f"checkpoint '{checkpoint}' was made by another architecture "
                     f"({state_dict_mismatch(error)}); resume with the run's own config.yaml"

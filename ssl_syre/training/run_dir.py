@@ -227,10 +227,8 @@ def claim(lock: Path) -> None:
         os.close(descriptor)
 
 
-def remove_empty_log_version(run_dir: Path, version: str) -> None:
-    """Remove logs/resume-N of a resume refused before it trained (it holds no metrics)."""
-    if not version:
-        return
-    folder = run_dir / "logs" / version
-    if folder.is_dir() and not any(path.is_file() for path in folder.rglob("*")):
-        shutil.rmtree(folder, ignore_errors=True)
+def remove_log_version(run_dir: Path, version: str) -> None:
+    """Remove logs/resume-N of a resume refused while loading its checkpoint: it holds only
+    the loggers' headers (the folder is new: `log_version` picks a free name)."""
+    if version:
+        shutil.rmtree(run_dir / "logs" / version, ignore_errors=True)
