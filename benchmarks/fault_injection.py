@@ -198,7 +198,8 @@ def main_(argv: list[str]) -> dict[str, Any]:
     assert reference.exitcode == 0, (out / "reference.log").read_text()[-3000:]
     reference_steps = json.loads((out / "reference/metrics.json").read_text())["run"]["steps"]
 
-    summary: dict[str, Any] = {"kills": 0, "kills_by_point": {}, "end_of_run_s": finish_s}
+    summary: dict[str, Any] = {"kills": 0, "kills_mid_write": 0, "kills_by_point": {}}
+    summary["end_of_run_s"] = round(finish_s, 2)
     summary["runs"] = []
     for index in range(args.runs):
         name = f"run{index}"
@@ -219,6 +220,10 @@ def main_(argv: list[str]) -> dict[str, Any]:
                 final = process
                 break
             summary["kills"] += 1
+            # A temporary checkpoint file or a staging folder: the kill cut a write short.
+            summary["kills_mid_write"] = summary.get("kills_mid_write", 0) + bool(
+                in_checkpoint_write(run) or in_end_of_run_writes(run)
+            )
             summary["kills_by_point"][point] = summary["kills_by_point"].get(point, 0) + 1
             record["broken_after_kill"] += unreadable(run)
             record["broken_after_kill"] += [f for f in before if not (run / f).is_file()]
@@ -267,7 +272,8 @@ def main_(argv: list[str]) -> dict[str, Any]:
         }
     )
     print(
-        f"runs {len(runs)}, kills {summary['kills']} ({summary['kills_by_point']}), "
+        f"runs {len(runs)}, kills {summary['kills']} ({summary['kills_by_point']}; "
+        f"{summary['kills_mid_write']} cut a write short), "
         f"resumed exactly {summary['runs_resumed_exactly']}/{len(runs)}, "
         f"files lost {summary['files_lost']}, runs with leftover temporary files "
         f"{summary['runs_with_leftovers']}, {summary['wall_time_s']} s; runs in {out}"
