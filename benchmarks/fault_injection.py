@@ -40,7 +40,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 from ssl_syre.errors import UserError, run_cli  # noqa: E402
 from ssl_syre.training.checkpoint import load_checkpoint  # noqa: E402
-from ssl_syre.training.pipeline import main  # noqa: E402
+from ssl_syre.training.pipeline import main as train_main  # noqa: E402
 from ssl_syre.training.resume import results_match  # noqa: E402
 from ssl_syre.training.run_dir import RUN_DIR_ENV  # noqa: E402
 
@@ -74,7 +74,7 @@ def _child(log: str, args: list[str]) -> None:
     os.environ.pop(RUN_DIR_ENV, None)
     torch.set_num_threads(1)
     try:
-        run_cli(main, args)
+        run_cli(train_main, args)
     except SystemExit as exit_:
         os._exit(int(exit_.code or 0))
     os._exit(0)
@@ -178,15 +178,19 @@ def same_weights(a: Path, b: Path) -> bool:
     return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
-def main_(argv: list[str]) -> dict[str, Any]:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=4, help="runs to kill and resume")
     parser.add_argument("--kills", type=int, default=2, help="kills per run")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--data", choices=sorted(DATA), default="digits")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill points")
     parser.add_argument("--out", default=None, help="folder for the runs (default: a temp dir)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
     out = Path(args.out or tempfile.mkdtemp(prefix="fault_injection-"))
     out.mkdir(parents=True, exist_ok=True)
     base = [*TINY, *DATA[args.data], f"trainer.max_epochs={args.epochs}", f"output_dir={out}"]
@@ -283,4 +287,4 @@ def main_(argv: list[str]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main_(sys.argv[1:])
+    main(sys.argv[1:])
