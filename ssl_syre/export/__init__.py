@@ -40,6 +40,7 @@ from ssl_syre.config import (
     DataConfig,
     EvalConfig,
     SyReConfig,
+    check_override_value,
     export_as_section,
     format_omegaconf_error,
     validate,
@@ -453,6 +454,7 @@ def check_overrides(overrides: list[str]) -> None:
                 f"cannot override '{key}' at evaluation: the weights fix the model; only data.*, "
                 "eval.* and seed can change"
             )
+        check_override_value(item)
 
 
 def merged_config(stored: dict[str, Any], overrides: list[str], origin: str) -> DictConfig:

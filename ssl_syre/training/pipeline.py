@@ -1,4 +1,8 @@
-"""The training job behind train.py: data, method, Trainer, final evaluation and export."""
+"""The training job behind train.py: data, method, Trainer, then the end-of-run results.
+
+The final evaluation and the export are `results.finish`; the run directory is locked for
+the life of the job (`run_dir.run_lock`), so no second process trains the same run.
+"""
 
 from __future__ import annotations
 

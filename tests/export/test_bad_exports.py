@@ -217,6 +217,14 @@ def test_an_empty_or_legacy_checkpoint_says_what_it_is(kind: str, tmp_path: Path
     assert ("empty (0 bytes)" if kind == "empty" else "legacy") in message
 
 
+def test_an_unreadable_evaluation_override_names_its_key(
+    finished: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Item 8 at evaluation: eval/knn.py's overrides are YAML values too."""
+    code, stderr = command(capsys, main_knn, str(finished), "eval.knn_k=[1,")
+    one_error_line(code, stderr, "cannot read the value of 'eval.knn_k'")
+
+
 def test_diagnose_names_its_own_flag_for_an_unwritable_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
