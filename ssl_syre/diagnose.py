@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ssl_syre.atomic_write import write_file_atomically, write_text_atomically
 from ssl_syre.data import build_eval_datasets, data_info
 from ssl_syre.errors import UserError, run_cli
 from ssl_syre.evaluation.cli import check_writable
@@ -139,11 +140,11 @@ def diagnose(argv: list[str]) -> dict[str, Any]:
     device = usable_device(args.device)
     json_out = Path(args.json) if args.json else None
     if json_out is not None:
-        check_writable(json_out)  # before the work: fail fast
+        check_writable(json_out, "--json FILE")  # before the work: fail fast
     loaded = load_model(args.path, args.overrides)
     png = None if args.png == "none" else Path(args.png or loaded.out_dir / PICTURE)
     if png is not None:
-        check_writable(png)
+        check_writable(png, "--png FILE (or --png none)")
     batch = input_batch(loaded, args.samples)
     model = loaded.modules if loaded.source == "checkpoint" else loaded.backbone
     model.to(device)  # before the anchors: regenerated ones are drawn where the weights are
@@ -178,13 +179,12 @@ def diagnose(argv: list[str]) -> dict[str, Any]:
         print()
         print(format_prototypes(prototypes))
     if png is not None:
-        plot_report(
-            report, png, title=f"{loaded.cfg.method}, {loaded.cfg.backbone.name}: {args.path}"
-        )
+        title = f"{loaded.cfg.method}, {loaded.cfg.backbone.name}: {args.path}"
+        write_file_atomically(png, lambda path: plot_report(report, path, title=title))
         print(f"wrote {png}")
     if json_out is not None:
         try:
-            json_out.write_text(json.dumps(payload, indent=2))
+            write_text_atomically(json_out, json.dumps(payload, indent=2))
         except OSError as error:
             raise UserError(
                 f"cannot write '{json_out}' ({error.strerror or error}); the table is printed "

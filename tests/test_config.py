@@ -366,3 +366,91 @@ def test_a_later_file_can_fill_an_earlier_files_missing_value(tmp_path: Path) ->
     (tmp_path / "b.yaml").write_text("data:\n  root: /images\n")
     assert load_config([tmp_path / "a.yaml", tmp_path / "b.yaml"]).data.root == "/images"
     assert "data.root" in error_of(str(tmp_path / "a.yaml"))
+
+
+# --- issue 33: a hang and tracebacks where one line is promised ------------------------------
+
+BOMB_LEVELS = 9  # ten aliases per level: 10^9 values from a few hundred bytes
+
+
+def alias_bomb() -> str:
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for level in range(1, BOMB_LEVELS):
+        lines.append(f"a{level}: &a{level} [" + ",".join([f"*a{level - 1}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def bounded_load(*args: str) -> str:
+    """load_config(file or None, overrides) in a child with 2 GiB of address space and 60 s
+    (the code before the check hung there, growing without end); its one error line."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+        "from ssl_syre.config import load_config\nfrom ssl_syre.errors import UserError\n"
+        "try:\n    load_config(sys.argv[1] or None, sys.argv[2:])\nexcept UserError as error:\n"
+        "    print(error); sys.exit(2)\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script, *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("loading the alias bomb did not end within 60 s")
+    assert done.returncode == 2, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+def test_a_yaml_alias_bomb_is_refused_fast(tmp_path: Path) -> None:
+    """Item 4: nine nested levels of aliases in the config file."""
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(alias_bomb())
+    message = bounded_load(str(bomb))
+    assert "aliases expand to more than" in message and str(bomb) in message
+
+
+def test_an_alias_bomb_in_an_override_value_is_refused_naming_the_key() -> None:
+    levels = ["&a0 [x,x,x,x,x,x,x,x,x,x]"]
+    levels += [f"&a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    message = bounded_load("", f"data.root=[{','.join(levels)}]")
+    assert "'data.root'" in message and "aliases expand" in message
+
+
+def test_ordinary_aliases_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "aliases.yaml"
+    path.write_text("eval:\n  knn_k: &ks [5, 20]\n  online_every_n_epochs: 0\nx_ks: *ks\n")
+    with pytest.raises(UserError, match="x_ks"):  # the alias resolves; the key is unknown
+        load_config(str(path), [])
+    path.write_text("seed: &s 7\ndata:\n  batch_size: *s\n")
+    assert load_config(str(path), []).data.batch_size == 7
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("eval.knn_k=[1,", "eval.knn_k"),
+        ("run_name=a\tb", "run_name"),
+        ("data.root={a", "data.root"),
+    ],
+)
+def test_an_override_value_yaml_cannot_read_names_its_key(override: str, key: str) -> None:
+    """Item 8: OmegaConf's own error was a multi-line YAML traceback naming no key."""
+    message = error_of(None, [override])
+    assert message.startswith(f"cannot read the value of '{key}'")
+
+
+def test_a_self_referencing_interpolation_names_its_key() -> None:
+    """Item 13: `seed=${seed}` said only 'Recursive interpolation detected'."""
+    message = error_of(None, ["seed=${seed}"])
+    assert "'seed'" in message and "interpolation" in message
+
+
+def test_a_config_path_that_is_a_directory_is_called_a_directory(tmp_path: Path) -> None:
+    """Item 13: it was called missing."""
+    message = error_of(str(tmp_path))
+    assert "is a directory" in message and "does not exist" not in message

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ssl_syre.atomic_write import write_text_atomically
 from ssl_syre.backbones import check_input_size
 from ssl_syre.data import DataInfo, build_eval_datasets, data_info
 from ssl_syre.errors import UserError, suggest
@@ -193,7 +194,7 @@ def evaluate(protocol: str, argv: list[str]) -> dict[str, Any]:
     }
     print(format_results({protocol: records}))
     try:
-        out.write_text(json.dumps(payload, indent=2))
+        write_text_atomically(out, json.dumps(payload, indent=2))
     except OSError as error:  # the results are printed above
         raise UserError(
             f"cannot write '{out}' ({error.strerror or error}); the results are printed above; "
@@ -238,11 +239,11 @@ def output_path(args: argparse.Namespace, protocol: str, out_dir: Path) -> tuple
     return numbered, out
 
 
-def check_writable(out: Path) -> None:
+def check_writable(out: Path, flag: str = "--out FILE") -> None:
     """Create the folder of `out` and check that it takes the file, leaving nothing behind.
 
     Raises:
-        UserError: naming the path and the fix (`--out`).
+        UserError: naming the path and the fix (`flag`: the option that names the file).
     """
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -254,7 +255,7 @@ def check_writable(out: Path) -> None:
                 pass
     except OSError as error:
         raise UserError(
-            f"cannot write '{out}' ({error.strerror or error}); pass --out FILE in a writable folder"
+            f"cannot write '{out}' ({error.strerror or error}); pass {flag} in a writable folder"
         ) from None
 
 

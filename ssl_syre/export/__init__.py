@@ -18,6 +18,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,12 +33,14 @@ from omegaconf.errors import OmegaConfBaseException
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from ssl_syre.atomic_write import publish, staging_folder
 from ssl_syre.backbones import apply_small_image_stem
 from ssl_syre.config import (
     Config,
     DataConfig,
     EvalConfig,
     SyReConfig,
+    check_override_value,
     export_as_section,
     format_omegaconf_error,
     validate,
@@ -106,18 +110,72 @@ def export_backbone(
         # keyword argument 'small_image_stem'" rather than silently building the wrong stem
         # (test_resnet's stem has the same weight shapes either way).
         model_args["small_image_stem"] = True
-    timm.models.save_for_hf(
-        backbone,
-        str(out_dir),
-        model_config={EXPORT_KEY: section},
-        model_args=model_args,
-        safe_serialization=True,
-        data_config=data_config,
-    )
-    from ssl_syre.training.checkpoint import give_umask_mode  # here: it imports Lightning
-
-    give_umask_mode(out_dir / "model.safetensors")  # safetensors writes it 0600
+    # Written whole or not at all: timm writes into a staging folder beside out_dir, whose
+    # files then replace the export's one by one (config.json last), each by a rename.
+    staging = staging_folder(out_dir.parent, out_dir.name)
+    try:
+        timm.models.save_for_hf(
+            backbone,
+            str(staging),
+            model_config={EXPORT_KEY: section},
+            model_args=model_args,
+            safe_serialization=True,
+            data_config=data_config,
+        )
+        publish(staging, out_dir, last=("config.json",))  # gives model.safetensors umask's mode
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out_dir
+
+
+def state_dict_mismatch(error: BaseException) -> str:
+    """torch's load_state_dict error in one line: the first missing and unexpected key and
+    the first shape mismatch (torch's own first line names none of them)."""
+    text = str(error)
+    parts = []
+    for label, pattern in (
+        ("missing", r'Missing key\(s\) in state_dict: "([^"]+)"'),
+        ("unexpected", r'Unexpected key\(s\) in state_dict: "([^"]+)"'),
+    ):
+        found = re.search(pattern, text)
+        if found:
+            parts.append(f"{label} key '{found.group(1)}'")
+    shape = re.search(
+        r"size mismatch for ([^:]+): copying a param with shape torch.Size\((\[[^\]]*\])\) "
+        r"from checkpoint, the shape in current model is torch.Size\((\[[^\]]*\])\)",
+        text,
+    )
+    if shape:
+        parts.append(f"'{shape.group(1)}' has shape {shape.group(2)}, the model {shape.group(3)}")
+    if parts:
+        return "; ".join(parts)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:160] if lines else type(error).__name__
+
+
+def check_weights(weights: dict[str, Tensor], model: nn.Module, source: str | Path) -> None:
+    """Refuse weights that would load silently wrong: NaN/inf, or a whole-number tensor where
+    the model has a floating-point one (load_state_dict casts it, so 0.3 becomes 0).
+
+    Raises:
+        UserError: naming the first such tensor, checked before the weights are loaded.
+    """
+    expected = model.state_dict()
+    for name, tensor in weights.items():
+        if not isinstance(tensor, Tensor):
+            continue
+        wanted = expected.get(name)
+        if wanted is not None and wanted.is_floating_point() and not tensor.is_floating_point():
+            raise UserError(
+                f"'{source}' holds '{name}' as {str(tensor.dtype).removeprefix('torch.')}, not "
+                f"as floating-point weights ({str(wanted.dtype).removeprefix('torch.')}); these "
+                "are not trained weights: re-export from the run's checkpoint"
+            )
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(
+                f"'{source}' holds NaN or inf in '{name}', so features from it mean nothing; use "
+                "a checkpoint from before training diverged (checkpoints/epochNNN.ckpt)"
+            )
 
 
 def read_export_config(export_dir: str | Path) -> dict[str, Any]:
@@ -157,6 +215,13 @@ def load_backbone(export_dir: str | Path) -> nn.Module:
         raise UserError(f"'{export_dir}' has no model.safetensors; re-export the checkpoint")
     if "architecture" not in config:
         raise UserError(f"'{export_dir / 'config.json'}' names no architecture; re-export it")
+    if not isinstance(config["architecture"], str) or ":" in config["architecture"]:
+        # timm reads 'hf-hub:NAME' and 'local-dir:PATH' as places to fetch weights from: a
+        # local export that named one would make loading it reach for the Hub or another folder.
+        raise UserError(
+            f"'{export_dir / 'config.json'}' names architecture {config['architecture']!r}, not "
+            "a timm model name (an export names one, e.g. 'resnet18'); re-export the checkpoint"
+        )
     model_args = config.get("model_args", {})
     section = config.get(EXPORT_KEY, {})
     if not isinstance(model_args, dict) or not isinstance(section, dict):
@@ -189,11 +254,13 @@ def load_backbone(export_dir: str | Path) -> nn.Module:
             f"cannot read '{weights}': it is truncated or not a safetensors file "
             f"({str(error).splitlines()[0][:160]}); re-export the checkpoint"
         ) from None
+    check_weights(state_dict, model, weights)
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as error:
         raise UserError(
-            f"weights in '{weights}' do not fit {config['architecture']}: {str(error).splitlines()[0]}"
+            f"weights in '{weights}' do not fit {config['architecture']} "
+            f"({state_dict_mismatch(error)}); re-export the checkpoint"
         ) from None
     model.pretrained_cfg = {
         **getattr(model, "pretrained_cfg", {}),
@@ -227,12 +294,13 @@ def model_from_checkpoint(checkpoint: str | Path) -> tuple[SSLMethod, dict[str, 
             f"'{checkpoint}' was made by method '{method}', which this ssl_syre does not have"
         )
     model = METHODS[method](hparams["cfg"], hparams["info"])
+    check_weights(state["state_dict"], model, checkpoint)
     try:
         model.load_state_dict(state["state_dict"])
     except RuntimeError as error:
         raise UserError(
             f"weights in '{checkpoint}' do not fit its own config "
-            f"({str(error).splitlines()[0][:160]}); was it written by another ssl_syre version?"
+            f"({state_dict_mismatch(error)}); was it written by another ssl_syre version?"
         ) from None
     return model, state
 
@@ -256,6 +324,20 @@ def _final_results(checkpoint: Path, state: dict[str, Any]) -> dict[str, Any] | 
     return {"knn": knn, **({"eval_data": metrics["eval_data"]} if "eval_data" in metrics else {})}
 
 
+def broken_export(export_dir: Path) -> str | None:
+    """Why the export in `export_dir` cannot be loaded (the `load_backbone` error), or None.
+
+    Broken means: config.json missing, not JSON or not describing the weights beside it,
+    or model.safetensors missing, truncated or holding weights that do not fit. Such an
+    export is what a kill or a full disk leaves; `export_checkpoint` replaces it.
+    """
+    try:
+        load_backbone(export_dir)
+    except UserError as error:
+        return str(error)
+    return None
+
+
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = None) -> Path:
     """Export the backbone of an ssl_syre checkpoint (loaded with weights_only=True).
 
@@ -264,15 +346,23 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = None)
         out_dir: Where to write; default RUN_DIR/export next to the run's checkpoints/.
 
     Raises:
-        UserError: a bad checkpoint, or `out_dir` already holds an export (never overwritten).
+        UserError: a bad checkpoint, or `out_dir` already holds an export that loads (never
+            overwritten; a broken one, `broken_export`, is replaced).
     """
     checkpoint = Path(checkpoint)
     out = Path(out_dir) if out_dir else run_dir_of(checkpoint.resolve()) / EXPORT
-    if (out / "model.safetensors").exists() or (out / "config.json").exists():
-        raise UserError(f"export directory '{out}' already holds an export; pass --out NEW_DIR")
     if out.exists() and not out.is_dir():
         raise UserError(f"'{out}' is a file, not a directory; pass --out NEW_DIR")
+    broken = None
+    if (out / "model.safetensors").exists() or (out / "config.json").exists():
+        broken = broken_export(out)
+        if broken is None:
+            raise UserError(
+                f"export directory '{out}' already holds an export that loads; pass --out NEW_DIR"
+            )
     model, state = model_from_checkpoint(checkpoint)
+    if broken is not None:
+        print(f"note: replacing the broken export in '{out}' ({broken})", file=sys.stderr)
     try:
         return export_backbone(model, out, extra=_final_results(checkpoint.resolve(), state))
     except OSError as error:
@@ -364,6 +454,7 @@ def check_overrides(overrides: list[str]) -> None:
                 f"cannot override '{key}' at evaluation: the weights fix the model; only data.*, "
                 "eval.* and seed can change"
             )
+        check_override_value(item)
 
 
 def merged_config(stored: dict[str, Any], overrides: list[str], origin: str) -> DictConfig:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import glob
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,14 @@ from lightning.fabric.utilities.apply_func import apply_to_collection
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from ssl_syre.atomic_write import write_atomically
 from ssl_syre.errors import UserError
 from ssl_syre.training.run_dir import run_dir_of
 
 # Write failures that the user fixes (space, quota, permissions, read-only disk).
 USER_FIXABLE_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+# Config sections that are mappings (a section given as a number cannot be merged).
+_CONFIG_SECTIONS = ("backbone", "data", "optimizer", "syre", "eval", "trainer", "method_kwargs")
 # Temporary files of interrupted writes: mkstemp(prefix=".<name>.") beside the target.
 PARTIAL_WRITE_PATTERN = ".?*.ckpt.*"
 
@@ -51,20 +54,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         check_finite(checkpoint, target)
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_partial_writes(target.parent)
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         try:
-            with os.fdopen(handle, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            give_umask_mode(temporary)
-            os.replace(temporary, target)
-            _fsync_directory(target.parent)  # makes the rename itself survive a power cut
+            write_atomically(target, lambda file: torch.save(checkpoint, file))
         except BaseException as error:
-            Path(temporary).unlink(missing_ok=True)
-            if isinstance(error, OSError) and error.errno in USER_FIXABLE_WRITE_ERRORS:
+            cause = user_fixable_os_error(error)
+            if cause is not None:
                 raise UserError(
-                    f"cannot write checkpoint '{target}': {os.strerror(error.errno)}; the "
+                    f"cannot write checkpoint '{target}': {os.strerror(cause.errno)}; the "
                     f"previous checkpoint is intact: fix this, then resume={run_dir_of(target)}"
                 ) from None
             raise
@@ -75,40 +71,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, map_location=map_location or "cpu")
 
 
-def umask() -> int:
-    """This process's umask, read without changing it where the OS allows."""
-    try:  # Linux: reading is free of the set-and-restore race os.umask() has with threads
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    current = os.umask(0o022)
-    os.umask(current)
-    return current
+def user_fixable_os_error(error: BaseException) -> OSError | None:
+    """The OSError the user can fix (full disk, quota, permissions) behind `error`, if any.
 
-
-def give_umask_mode(path: str | Path) -> None:
-    """Set a file's mode to what open() would give a new file (0o666 less the umask).
-
-    Temporary files (mkstemp, safetensors' writer) are created 0600 whatever the umask, and
-    a rename keeps that mode: other users of a shared machine or a group project folder
-    could not read the checkpoint or the export.
+    torch's zip writer reports a failed write as `RuntimeError: [enforce fail at
+    inline_container.cc] unexpected pos` and keeps the OSError (ENOSPC) only in the
+    exception's `__context__`, so the whole chain is searched.
     """
-    os.chmod(path, 0o666 & ~umask())
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:  # some file systems do not open folders; the rename is still atomic
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in USER_FIXABLE_WRITE_ERRORS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def remove_partial_writes(directory: Path) -> None:
@@ -168,6 +145,7 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' does not exist; pass a .ckpt file or a run directory")
+    _check_container(path)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
@@ -196,7 +174,91 @@ def load_checkpoint(
             f"cannot load checkpoint '{path}': it holds no model weights (no state_dict), so "
             "it is not a training checkpoint"
         )
+    check_structure(checkpoint, path)
     return checkpoint
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6: a zip archive
+
+
+def _check_container(path: Path) -> None:
+    """Say what an empty or legacy-format file is before torch describes it in mmap terms."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4)
+    except OSError as error:
+        raise UserError(f"cannot read checkpoint '{path}': {_first_line(error)}") from None
+    if not head:
+        raise UserError(
+            f"cannot load checkpoint '{path}': the file is empty (0 bytes), as a write stopped "
+            "before its first byte leaves it; use the epochNNN.ckpt beside it, or train again"
+        )
+    if head != ZIP_MAGIC:
+        raise UserError(
+            f"cannot load checkpoint '{path}': it is not in torch.save's zip format (a legacy "
+            "pickle file from torch < 1.6, or not a checkpoint); ssl_syre writes and reads only "
+            "the zip format: use a checkpoint that train.py wrote"
+        )
+
+
+# Where ssl_syre keeps what it needs in a checkpoint, and the type each must have.
+_SECTIONS = {"hyper_parameters": dict, "callbacks": dict, "optimizer_states": list, "syre": dict}
+
+
+def _malformed(path: Path, where: str, found: Any, wanted: str) -> UserError:
+    return UserError(
+        f"cannot load checkpoint '{path}': its {where} is {type(found).__name__} "
+        f"{str(found)[:40]!r}, not {wanted}, so it was not written by ssl_syre; use a run's "
+        "checkpoints/last.ckpt"
+    )
+
+
+def check_structure(checkpoint: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint whose parts have the wrong types, before anything reads them.
+
+    weights_only loading guarantees tensors and plain containers, not their shape: a file
+    with `hyper_parameters=3` or `state_dict=[1]` would otherwise fail deep inside resume,
+    evaluation or export with a traceback.
+
+    Raises:
+        UserError: naming the part, what it holds and what it should hold.
+    """
+    from ssl_syre.data import DataInfo  # here: data imports torchvision, heavy for a check
+
+    state = checkpoint["state_dict"]
+    if not isinstance(state, dict):
+        raise _malformed(path, "state_dict", state, "a mapping of names to tensors")
+    for name, tensor in state.items():
+        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+            raise _malformed(path, f"state_dict entry {name!r}", tensor, "a tensor")
+    for key, kind in _SECTIONS.items():
+        if key in checkpoint and not isinstance(checkpoint[key], kind):
+            raise _malformed(path, key, checkpoint[key], f"a {kind.__name__}")
+    hparams = checkpoint.get("hyper_parameters", {})
+    cfg = hparams.get("cfg", {})
+    if not isinstance(cfg, dict):
+        raise _malformed(path, "hyper_parameters.cfg", cfg, "a mapping of config keys")
+    for section, value in cfg.items():
+        if section in _CONFIG_SECTIONS and not isinstance(value, dict):
+            raise _malformed(path, f"config section '{section}'", value, "a mapping")
+    if "info" in hparams:
+        info = hparams["info"]
+        if not isinstance(info, dict):
+            raise _malformed(path, "hyper_parameters.info", info, "a mapping (DataInfo)")
+        fields = {field.name for field in dataclasses.fields(DataInfo)}
+        required = {
+            field.name
+            for field in dataclasses.fields(DataInfo)
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        }
+        unknown, missing = sorted(set(info) - fields), sorted(required - set(info))
+        if unknown or missing:
+            what = f"unknown key '{unknown[0]}'" if unknown else f"no '{missing[0]}'"
+            raise UserError(
+                f"cannot load checkpoint '{path}': its hyper_parameters.info (the data "
+                f"description) has {what}, so it was not written by this ssl_syre; use a run's "
+                "checkpoints/last.ckpt"
+            )
 
 
 class EpochCheckpoint(ModelCheckpoint):

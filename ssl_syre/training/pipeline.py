@@ -1,12 +1,14 @@
-"""The training job behind train.py: data, method, Trainer, final evaluation and export."""
+"""The training job behind train.py: data, method, Trainer, then the end-of-run results.
+
+The final evaluation and the export are `results.finish`; the run directory is locked for
+the life of the job (`run_dir.run_lock`), so no second process trains the same run.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import platform
 import signal
 import time
 import warnings
@@ -14,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
@@ -22,28 +23,23 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
+from ssl_syre.atomic_write import write_text_atomically
 from ssl_syre.config import DEFAULT_CONFIG, load_config
 from ssl_syre.data import (
-    DataInfo,
     build_eval_datasets,
     build_ssl_dataset,
     data_info,
     seeded_subset,
-    subset_record,
     uint8_transform,
     whole_split,
 )
 from ssl_syre.data.loaders import train_loader, training_device
 from ssl_syre.errors import UserError
-from ssl_syre.evaluation.features import split_features
-from ssl_syre.evaluation.prototypes import prototype_summary
-from ssl_syre.evaluation.report import evaluate_features, format_results, summary_metrics
-from ssl_syre.evaluation.symmetry import summary_of
-from ssl_syre.evaluation.symmetry_report import diagnose_method, write_report
-from ssl_syre.evaluation.umap_plot import check_umap_installed, write_umap
-from ssl_syre.export import export_backbone
-from ssl_syre.export.hub import check_hub_ready, push_export
+from ssl_syre.evaluation.umap_plot import check_umap_installed
+from ssl_syre.export import state_dict_mismatch
+from ssl_syre.export.hub import check_hub_ready
 from ssl_syre.methods import METHODS, SSLMethod
+from ssl_syre.methods.base import NonFiniteLossError
 from ssl_syre.training.callbacks import (
     LossProgressBar,
     OnlineEvaluation,
@@ -51,20 +47,25 @@ from ssl_syre.training.callbacks import (
     ReseedEachEpoch,
     UmapEveryNEpochs,
 )
-from ssl_syre.training.checkpoint import AtomicCheckpointIO, EpochCheckpoint
+from ssl_syre.training.checkpoint import (
+    AtomicCheckpointIO,
+    EpochCheckpoint,
+)
 from ssl_syre.training.distributed import SyReAnchorCheck
 from ssl_syre.training.loggers import build_loggers, check_loggers_ready, log_summary
+from ssl_syre.training.results import finish
 from ssl_syre.training.resume import check_resumable
 from ssl_syre.training.run_dir import (
     CHECKPOINTS,
     CONFIG,
-    EVAL_INDICES,
-    EXPORT,
-    METRICS,
     RUN_DIR_ENV,
+    check_run_name,
+    claim,
     last_checkpoint,
     log_version,
     make_run_dir,
+    remove_log_version,
+    run_lock,
 )
 
 # Lightning precision modes that keep the weights themselves in 16 bits ("transformer-engine"
@@ -186,6 +187,7 @@ def quiet_known_warnings() -> None:
 
 def train(cfg: DictConfig) -> Path:
     """Pre-train, evaluate and export; return the run directory."""
+    check_run_name(cfg.run_name)
     quiet_known_warnings()
     started = time.time()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -205,206 +207,154 @@ def train(cfg: DictConfig) -> Path:
     eval_train, eval_test = build_eval_datasets(cfg.data, cfg.seed)
     # Everything the user's settings can break is built before the run directory exists, so
     # that a bad value (backbone, trainer.*) leaves nothing behind.
+    check_subset_sizes(cfg, train_set, eval_test)
     model = method_cls(cfg, info)
     if isinstance(transform, DeferredTransform):
         transform.bind(model.make_transform())
     kwargs = check_trainer(cfg, len(train_set) // cfg.data.batch_size)
     check_tools(cfg)
     run_dir = make_run_dir(cfg)
-    if cfg.resume:
-        check_resumable(last_checkpoint(run_dir), cfg)
-    sets_env = RUN_DIR_ENV not in os.environ  # cleared after fit, so a next train() starts anew
-    os.environ[RUN_DIR_ENV] = str(run_dir)
-    if rank_zero_only.rank == 0:  # a resume records what the run now is (max_steps, lr, ...)
-        partial = run_dir / f".{CONFIG}.partial"
-        partial.write_text(OmegaConf.to_yaml(cfg))
-        os.replace(partial, run_dir / CONFIG)  # whole or not at all
+    with contextlib.ExitStack() as held:
+        lock = None
+        if rank_zero_only.rank == 0:  # DDP children train the run that rank 0 locked
+            lock = held.enter_context(run_lock(run_dir))
+        if cfg.resume:
+            check_resumable(last_checkpoint(run_dir), cfg)
+        if lock is not None:
+            claim(lock)
+        sets_env = RUN_DIR_ENV not in os.environ  # cleared after fit, so a next train() starts anew
+        os.environ[RUN_DIR_ENV] = str(run_dir)
+        if rank_zero_only.rank == 0:  # a resume records what the run now is (max_steps, lr)
+            write_text_atomically(run_dir / CONFIG, OmegaConf.to_yaml(cfg))
 
-    # Order (and worker seeds) from (seed, epoch) alone: a resumed run replays the same epochs.
-    loader, sampler = train_loader(
-        train_set, cfg.data, cfg.seed, cfg.data.augment_on, training_device(cfg.trainer)
-    )
-    callbacks: list[pl.Callback] = [
-        ReseedEachEpoch(cfg.seed, sampler, batch_size=cfg.data.batch_size),
-        EpochCheckpoint(
-            dirpath=run_dir / CHECKPOINTS,
-            filename="epoch{epoch:03d}",
-            auto_insert_metric_name=False,
-            save_last=True,
-            save_top_k=1,
-            every_n_epochs=int(getattr(cfg, "checkpoint_every_n_epochs", 1)),
-            # Else a resumed run that was moved or copied writes last-v1.ckpt beside the
-            # stale last.ckpt, and the next resume silently goes back to the stale one.
-            enable_version_counter=False,
-        ),
-        LearningRateMonitor(logging_interval="epoch"),
-    ]
-    if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(LossProgressBar())
-    anchor_check = SyReAnchorCheck() if cfg.syre.enabled else None
-    if anchor_check is not None:
-        callbacks.append(anchor_check)
-    probe = None
-    if cfg.eval.online_linear_probe and info.num_classes > 0:
-        probe = OnlineLinearProbe(model.feature_dim, info.num_classes, cfg.eval.online_linear_lr)
-        callbacks.append(probe)
-    online = None
-    if cfg.eval.online_every_n_epochs > 0 and info.num_classes > 0 and eval_test is not None:
-        online = OnlineEvaluation(
-            bank=seeded_subset(
-                eval_train, cfg.eval.online_train_subset, cfg.seed, "eval.online_train_subset"
-            ),
-            test=seeded_subset(
-                eval_test, cfg.eval.online_test_subset, cfg.seed, "eval.online_test_subset"
-            ),
-            num_classes=info.num_classes,
-            every_n_epochs=cfg.eval.online_every_n_epochs,
-            k=min(cfg.eval.knn_k),
-            temperature=cfg.eval.knn_t,
-            batch_size=cfg.eval.batch_size,
-            probe=probe,
+        # Order (and worker seeds) from (seed, epoch) alone: a resumed run replays the same epochs.
+        loader, sampler = train_loader(
+            train_set, cfg.data, cfg.seed, cfg.data.augment_on, training_device(cfg.trainer)
         )
-        callbacks.append(online)
-    if cfg.eval.umap_every_n_epochs > 0 and eval_test is not None:
-        callbacks.append(
-            UmapEveryNEpochs(
-                seeded_subset(
+        callbacks: list[pl.Callback] = [
+            ReseedEachEpoch(cfg.seed, sampler, batch_size=cfg.data.batch_size),
+            EpochCheckpoint(
+                dirpath=run_dir / CHECKPOINTS,
+                filename="epoch{epoch:03d}",
+                auto_insert_metric_name=False,
+                save_last=True,
+                save_top_k=1,
+                every_n_epochs=int(getattr(cfg, "checkpoint_every_n_epochs", 1)),
+                # Else a resumed run that was moved or copied writes last-v1.ckpt beside the
+                # stale last.ckpt, and the next resume silently goes back to the stale one.
+                enable_version_counter=False,
+            ),
+            LearningRateMonitor(logging_interval="epoch"),
+        ]
+        if cfg.trainer.get("enable_progress_bar", True):
+            callbacks.append(LossProgressBar())
+        anchor_check = SyReAnchorCheck() if cfg.syre.enabled else None
+        if anchor_check is not None:
+            callbacks.append(anchor_check)
+        probe = None
+        if cfg.eval.online_linear_probe and info.num_classes > 0:
+            probe = OnlineLinearProbe(
+                model.feature_dim, info.num_classes, cfg.eval.online_linear_lr
+            )
+            callbacks.append(probe)
+        online = None
+        if cfg.eval.online_every_n_epochs > 0 and info.num_classes > 0 and eval_test is not None:
+            online = OnlineEvaluation(
+                bank=seeded_subset(
+                    eval_train, cfg.eval.online_train_subset, cfg.seed, "eval.online_train_subset"
+                ),
+                test=seeded_subset(
                     eval_test, cfg.eval.online_test_subset, cfg.seed, "eval.online_test_subset"
                 ),
-                cfg.eval.umap_every_n_epochs,
-                cfg.seed,
-                cfg.eval.umap_points,
-                cfg.eval.batch_size,
+                num_classes=info.num_classes,
+                every_n_epochs=cfg.eval.online_every_n_epochs,
+                k=min(cfg.eval.knn_k),
+                temperature=cfg.eval.knn_t,
+                batch_size=cfg.eval.batch_size,
+                probe=probe,
             )
+            callbacks.append(online)
+        if cfg.eval.umap_every_n_epochs > 0 and eval_test is not None:
+            callbacks.append(
+                UmapEveryNEpochs(
+                    seeded_subset(
+                        eval_test, cfg.eval.online_test_subset, cfg.seed, "eval.online_test_subset"
+                    ),
+                    cfg.eval.umap_every_n_epochs,
+                    cfg.seed,
+                    cfg.eval.umap_points,
+                    cfg.eval.batch_size,
+                )
+            )
+        version = log_version(run_dir, cfg)
+        trainer = pl.Trainer(
+            **kwargs,
+            default_root_dir=str(run_dir),
+            logger=build_loggers(cfg, run_dir, version),
+            callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],
         )
-    version = log_version(run_dir, cfg)
-    trainer = pl.Trainer(
-        **kwargs,
-        default_root_dir=str(run_dir),
-        logger=build_loggers(cfg, run_dir, version),
-        callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
-    )
-    checkpoint = last_checkpoint(run_dir) if cfg.resume else None
-    try:
-        trainer.fit(model, loader, ckpt_path=str(checkpoint) if checkpoint else None)
-    except SystemExit:
-        if trainer.interrupted:  # Lightning answers Ctrl-C with exit(1) and SIGINT ignored
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt from None
-        raise
-    except RuntimeError as error:
-        if checkpoint is not None and "state_dict" in str(error):
+        checkpoint = last_checkpoint(run_dir) if cfg.resume else None
+        try:
+            trainer.fit(model, loader, ckpt_path=str(checkpoint) if checkpoint else None)
+        except SystemExit:
+            if trainer.interrupted:  # Lightning answers Ctrl-C with exit(1) and SIGINT ignored
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt from None
+            raise
+        except NonFiniteLossError as error:
+            if last_checkpoint(run_dir).is_file():
+                raise
+            # Nothing to resume from: the advice is a new run, not resume=.
+            reason = str(error).split("; the last good checkpoint", 1)[0]
             raise UserError(
-                f"checkpoint '{checkpoint}' was made by another architecture "
-                f"({str(error).splitlines()[0][:120]}); resume with the run's own config.yaml"
+                f"{reason}, before the first checkpoint, so there is nothing to resume; lower "
+                "optimizer.lr or add optimizer.warmup_epochs and start a new run (another run_name)"
             ) from None
-        raise
-    finally:
-        if sets_env:
-            os.environ.pop(RUN_DIR_ENV, None)
-    if trainer.interrupted:
-        raise KeyboardInterrupt
-    if trainer.is_global_zero:
-        distributed = {
-            "world_size": trainer.world_size,
-            "global_batch_size": model.global_batch_size(),
-            "learning_rate": model.learning_rate(),
-            # [first step, peak lr] per stretch: a run resumed at another optimizer.lr has two
-            "learning_rate_segments": [list(segment) for segment in model.lr_segments],
-            "syre_anchor_fingerprints": anchor_check.fingerprints if anchor_check else [],
-        }
-        summary = finish(
-            cfg, model, info, eval_train, eval_test, run_dir, online, started, distributed
-        )
-        log_summary(trainer.loggers, summary, model.global_step)
+        except RuntimeError as error:
+            if checkpoint is not None and "state_dict" in str(error):
+                remove_log_version(run_dir, version)
+                raise UserError(
+                    f"checkpoint '{checkpoint}' was made by another architecture "
+                    f"({state_dict_mismatch(error)}); resume with the run's own config.yaml"
+                ) from None
+            raise
+        finally:
+            if sets_env:
+                os.environ.pop(RUN_DIR_ENV, None)
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        if trainer.is_global_zero:
+            distributed = {
+                "world_size": trainer.world_size,
+                "global_batch_size": model.global_batch_size(),
+                "learning_rate": model.learning_rate(),
+                # [first step, peak lr] per stretch: a run resumed at another optimizer.lr has two
+                "learning_rate_segments": [list(segment) for segment in model.lr_segments],
+                "syre_anchor_fingerprints": anchor_check.fingerprints if anchor_check else [],
+            }
+            summary = finish(
+                cfg, model, info, eval_train, eval_test, run_dir, online, started, distributed
+            )
+            log_summary(trainer.loggers, summary, model.global_step)
     return run_dir
 
 
-def finish(
-    cfg: DictConfig,
-    model: SSLMethod,
-    info: DataInfo,
-    eval_train: Dataset,
-    eval_test: Dataset | None,
-    run_dir: Path,
-    online: OnlineEvaluation | None,
-    started: float,
-    distributed: dict[str, Any],
-) -> dict[str, float]:
-    """Final evaluation on cached features, metrics.json, spectrum plot and export (rank 0);
-    returns the results as flat numbers for the loggers (`summary_metrics`)."""
-    device = (
-        "cuda" if torch.cuda.is_available() and cfg.trainer.get("accelerator") != "cpu" else "cpu"
-    )
-    model.to(device)
-    kinds = ["backbone", "projector"] if cfg.eval.projector else ["backbone"]
-    if cfg.eval.raw_pixel_baseline and info.num_classes > 0 and eval_test is not None:
-        kinds.insert(0, "raw_pixels")  # the baseline's row first in metrics.json and the table
-    train_features, test_features = split_features(
-        model.backbone, model.project, cfg, kinds, device, datasets=(eval_train, eval_test)
-    )
-    results = evaluate_features(
-        train_features, test_features, info.num_classes, cfg.eval, out_dir=run_dir
-    )
-    eval_data = eval_data_record(cfg, eval_train, eval_test, run_dir)
-    metrics: dict[str, Any] = {
-        "run": {
-            "method": cfg.method,
-            "backbone": cfg.backbone.name,
-            "data": cfg.data.name,
-            "syre": bool(cfg.syre.enabled),
-            "decay": model.decay_summary(),
-            "seed": cfg.seed,
-            "epochs": model.current_epoch,
-            "steps": model.global_step,
-            "wall_time_s": round(time.time() - started, 1),
-            **distributed,
-            "build": build_record(device),
-        },
-        "eval_data": eval_data,
-        **results,
-        "online": online.history if online is not None else [],
-    }
-    if not model.syre.zero_anchors:
-        prefixes = {part: f"{part}." for part in model.trainable_parts()}
-        metrics["syre_distance_to_anchor"] = model.syre.distance_to_anchor(prefixes)
-    # Weight diagnostics (dead, duplicated, low-rank units): symmetry.json/.png, totals here.
-    symmetry = diagnose_method(model, eval_test if eval_test is not None else eval_train)
-    write_report(symmetry, run_dir, title=f"{cfg.method}, {cfg.backbone.name}: {run_dir.name}")
-    metrics["symmetry"] = summary_of(symmetry)
-    prototypes = prototype_summary(model.prototype_weights())
-    if prototypes:  # partial prototype collapse: distinct prototypes per prototype layer
-        metrics["prototypes"] = prototypes
-    if cfg.eval.umap and eval_test is not None:
-        write_umap(
-            test_features.by_kind["backbone"],
-            test_features.labels if info.num_classes > 0 else None,
-            run_dir / "umap.png",
-            cfg.seed,
-            cfg.eval.umap_points,
-        )
-    export_dir = None
-    if cfg.export.enabled:
-        knn = [r for r in results["knn"] if r["features"] == "backbone"]
-        export_dir = export_backbone(
-            model, run_dir / EXPORT, extra={"knn": knn, "eval_data": eval_data}
-        )
-        metrics["export"] = str(export_dir.name)
-    (run_dir / METRICS).write_text(json.dumps(metrics, indent=2))
-    print()
-    print(format_results(results))
-    summary = headline(results, cfg)
-    if summary:
-        print(summary)
-    print(
-        f"run directory: {run_dir}  (metrics.json, spectrum.png, symmetry.png, checkpoints/, logs/"
-        + (", export/)" if export_dir else ")")
-    )
-    if export_dir is not None and cfg.export.push_to_hub:
-        url = push_export(export_dir, cfg.export.push_to_hub, cfg.export.private)
-        print(f"pushed the export to the Hugging Face Hub: {url}")
-    return summary_metrics(results, metrics["symmetry"])
+def check_subset_sizes(cfg: DictConfig, train_set: Dataset, eval_test: Dataset | None) -> None:
+    """Warn, in one line, when data.train_subset / data.test_subset ask for more images than
+    the split has: the whole split is used, which the user may not expect."""
+    splits = [("data.train_subset", cfg.data.train_subset, train_set)]
+    if eval_test is not None:
+        splits.append(("data.test_subset", cfg.data.test_subset, eval_test))
+    for key, size, dataset in splits:
+        total = len(whole_split(dataset)[0])  # type: ignore[arg-type]
+        if size is not None and size > total:
+            warnings.warn(
+                f"{key}={size} is larger than the split ({total} images); the whole split is "
+                f"used, as with {key}=null",
+                UserWarning,
+                stacklevel=2,
+            )
 
 
 def check_tools(cfg: DictConfig) -> None:
@@ -419,67 +369,8 @@ def check_tools(cfg: DictConfig) -> None:
         check_hub_ready(cfg.export.push_to_hub)
 
 
-def build_record(device: str) -> dict[str, Any]:
-    """The software and hardware a run's numbers depend on, bit for bit.
-
-    Same seed, same build: same numbers. Another CPU instruction set (AVX2 vs AVX-512 kernels),
-    thread count or library version rounds floating-point sums differently, which moves kNN
-    accuracy by about a point after a few epochs; recording the build makes that checkable.
-    """
-    import lightly
-    import lightning
-    import timm
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "lightning": lightning.__version__,
-        "lightly": lightly.__version__,
-        "timm": timm.__version__,
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "torch_threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-    }
-
-
-def eval_data_record(
-    cfg: DictConfig, eval_train: Dataset, eval_test: Dataset | None, run_dir: Path
-) -> dict[str, Any]:
-    """Which images the final evaluation used: the kNN bank (train) and the queries (test).
-
-    Each split's size, the size of the whole split and the rule that drew the subset go into
-    metrics.json; the positions themselves go to eval_indices.json, so that the numbers can be
-    reproduced from the export with timm alone.
-    """
-    record: dict[str, Any] = {
-        "train": subset_record(eval_train, cfg.data.train_subset, cfg.seed),
-    }
-    indices = {"train": whole_split(eval_train)[1]}
-    if eval_test is not None:
-        record["test"] = subset_record(eval_test, cfg.data.test_subset, cfg.seed)
-        indices["test"] = whole_split(eval_test)[1]
-    (run_dir / EVAL_INDICES).write_text(json.dumps(indices))
-    record["indices"] = EVAL_INDICES
-    return record
-
-
-def headline(results: dict[str, list[dict[str, Any]]], cfg: DictConfig) -> str:
-    """One line: learned kNN accuracy beside the raw-pixel baseline, same split and protocol."""
-    k = cfg.eval.knn_k[0]
-    by_kind = {r["features"]: r for r in results["knn"] if r["k"] == k}
-    if "backbone" not in by_kind:
-        return ""
-    line = f"kNN top-1 (test split, k={k}, t={cfg.eval.knn_t}): learned backbone {100 * by_kind['backbone']['top1']:.2f}%"
-    if "raw_pixels" in by_kind:
-        line += f" vs raw pixels {100 * by_kind['raw_pixels']['top1']:.2f}%"
-    return line
-
-
 def main(argv: list[str]) -> Path | None:
-    """python train.py [CONFIG.yaml] [dotted.key=value ...]; -h/--help prints the keys."""
+    """python train.py [CONFIG.yaml ...] [dotted.key=value ...]; -h/--help prints the keys."""
     if "-h" in argv or "--help" in argv:
         from ssl_syre.usage import train_help
 

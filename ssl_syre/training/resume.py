@@ -9,6 +9,7 @@ would only replace a finished run's results. Both are refused before anything is
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -120,14 +121,32 @@ def nothing_to_train(checkpoint: dict[str, Any], cfg: DictConfig) -> str | None:
     return None
 
 
+def results_match(metrics_path: Path, checkpoint: dict[str, Any]) -> bool:
+    """True when metrics.json is whole and describes this checkpoint (the same step count).
+
+    A run is finished only then: a metrics.json that a kill cut short, or one older than
+    last.ckpt (a resume that trained on and was stopped while writing its results), means the
+    results are still to be written, and a resume with the same settings writes them.
+    """
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except (OSError, ValueError):
+        return False
+    run = metrics.get("run") if isinstance(metrics, dict) else None
+    if not isinstance(run, dict):
+        return False
+    return run.get("steps") == int(checkpoint.get("global_step", -1))
+
+
 def check_resumable(checkpoint_path: Path, cfg: DictConfig) -> None:
     """Refuse, in one line, a resume that changes what the run is or has nothing to train.
 
     Compares every setting of the checkpoint's config (the one its last part trained with)
     with this command's, except MAY_CHANGE, before Lightning loads anything, so the message
-    names the setting instead of a tensor shape. A finished run (metrics.json written) whose
-    checkpoint already reached this command's max_epochs / max_steps is refused too; an
-    unfinished one (killed while evaluating) is evaluated and exported again.
+    names the setting instead of a tensor shape. A finished run (a whole metrics.json at the
+    checkpoint's step, `results_match`) whose checkpoint already reached this command's
+    max_epochs / max_steps is refused too; an unfinished one (killed while evaluating or
+    writing its results) is evaluated and exported again.
 
     Raises:
         UserError: the checkpoint cannot be loaded safely, a setting differs, or a finished
@@ -153,7 +172,7 @@ def check_resumable(checkpoint_path: Path, cfg: DictConfig) -> None:
                 f"train.py {run_dir / CONFIG} run_name=NEW_NAME {' '.join(overrides[:8])}"
             )
     reached = nothing_to_train(checkpoint, cfg)
-    if reached is not None and (run_dir / METRICS).is_file():
+    if reached is not None and results_match(run_dir / METRICS, checkpoint):
         epochs, steps, inside = _trained(checkpoint)
         done = f"{epochs} epochs{' and part of the next' if inside else ''}, {steps} steps"
         raise UserError(

@@ -8,7 +8,12 @@ messages, eval/*.py, the export command) asks this module.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
+import shutil
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -25,6 +30,7 @@ LAST_CHECKPOINT = "last.ckpt"
 METRICS = "metrics.json"
 EVAL_INDICES = "eval_indices.json"  # positions of the evaluation images in their splits
 EXPORT = "export"
+LOCK = ".lock"  # held (flock) by the process that trains the run; holds its pid
 
 
 def last_checkpoint(run_dir: str | Path) -> Path:
@@ -85,7 +91,7 @@ def make_run_dir(cfg: DictConfig) -> Path:
     suffix = 0
     while True:
         try:  # mkdir claims the name atomically, even against a run started the same second
-            run_dir.mkdir(parents=True)
+            _make(run_dir, Path(cfg.output_dir))
             return run_dir
         except FileExistsError:
             if cfg.run_name:
@@ -112,8 +118,49 @@ def _shared_run_dir(cfg: DictConfig) -> Path:
         return run_dir
     if run_dir.exists():
         raise UserError(f"run directory '{run_dir}' already exists; choose another run_name")
-    run_dir.mkdir(parents=True)
+    _make(run_dir, Path(cfg.output_dir))
     return run_dir
+
+
+def _make(run_dir: Path, output_dir: Path) -> None:
+    """mkdir the run directory; an output_dir that is a file or not writable in one line.
+
+    Raises:
+        FileExistsError: the run directory exists (the caller picks another name).
+        UserError: output_dir (or a folder above it) is a file, or cannot be written.
+    """
+    blocker = next((p for p in (output_dir, *output_dir.parents) if p.is_file()), None)
+    if blocker is not None:
+        raise UserError(
+            f"output_dir '{output_dir}' cannot hold runs: '{blocker}' is a file, not a folder; "
+            "pass output_dir=FOLDER"
+        )
+    try:
+        run_dir.mkdir(parents=True)
+    except FileExistsError:
+        raise
+    except OSError as error:
+        raise UserError(
+            f"cannot create run directory '{run_dir}' ({error.strerror or error}); pass "
+            "output_dir= a writable folder"
+        ) from None
+
+
+def check_run_name(run_name: str | None) -> None:
+    """A run_name is one folder name inside output_dir: no '/', no '..', not absolute.
+
+    Raises:
+        UserError: a name that would put the run outside output_dir or in a sub-folder.
+    """
+    if run_name is None:
+        return
+    name = str(run_name)
+    if name in ("", ".", "..") or "/" in name or os.sep in name or "\0" in name:
+        raise UserError(
+            f"run_name={name!r} is not a folder name: a run lives directly in output_dir, so "
+            "run_name may not be empty, absolute, or hold '/' or '..'; set output_dir= for "
+            "another place and run_name=NAME for the folder"
+        )
 
 
 def log_version(run_dir: Path, cfg: DictConfig) -> str:
@@ -128,3 +175,60 @@ def log_version(run_dir: Path, cfg: DictConfig) -> str:
     while (run_dir / "logs" / f"resume-{number}").exists():
         number += 1
     return f"resume-{number}"
+
+
+def _unwritable(run_dir: Path, error: OSError) -> UserError:
+    return UserError(
+        f"cannot write to run directory '{run_dir}' ({error.strerror or error}); to continue it, "
+        f"copy it to a writable folder and resume the copy (resume=COPY)"
+    )
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[Path]:
+    """Hold RUN_DIR/.lock while this process trains the run, so no second one trains it.
+
+    An flock on an open descriptor: the OS releases it when the process ends in any way
+    (kill -9 included), so a dead process's lock is free without anyone cleaning up. The
+    pid goes into the file for the message a second process prints; call `claim` once the
+    run is known to go ahead, so that a refused resume leaves the file as it was.
+
+    Raises:
+        UserError: another process holds the lock, or the run directory is not writable.
+    """
+    path = run_dir / LOCK
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as error:
+        raise _unwritable(run_dir, error) from None
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise UserError(
+                f"run {run_dir} is being trained by another process (pid {holder}); wait for "
+                "it to end (or stop it), then resume"
+            ) from None
+        yield path
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def claim(lock: Path) -> None:
+    """Write this process's pid into a lock that `run_lock` holds."""
+    descriptor = os.open(lock, os.O_WRONLY)
+    try:
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+    finally:
+        os.close(descriptor)
+
+
+def remove_log_version(run_dir: Path, version: str) -> None:
+    """Remove logs/resume-N of a resume refused while loading its checkpoint: it holds only
+    the loggers' headers (the folder is new: `log_version` picks a free name)."""
+    if version:
+        shutil.rmtree(run_dir / "logs" / version, ignore_errors=True)
