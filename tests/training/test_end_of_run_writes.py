@@ -152,8 +152,10 @@ def test_a_full_disk_at_the_end_of_a_run_is_one_line_and_resume_repairs(
     line = one_error_line(*cli(capsys, *args), "No space left on device")
     assert f"resume={run}" in line
     for path, data in before.items():  # nothing half-written; only checkpoints moved on
-        if "checkpoints" not in path.parts and path.name != ".lock":
+        if "checkpoints" not in path.parts and path.name not in (".lock", "config.yaml"):
             assert path.read_bytes() == data, path
+    # config.yaml records what the run now is (written whole): it trained on to 3 epochs
+    assert "max_epochs: 3" in (run / "config.yaml").read_text()
     assert not list(run.glob(".*staging*"))
     monkeypatch.undo()
     assert cli(capsys, *args)[0] == 0
