@@ -96,12 +96,13 @@ class MAE(SSLMethod):
     parts = ("backbone", "decoder_embed", "decoder", "prediction_head")
     needs_vit = True
     # The paper's Table 8: AdamW, betas (0.9, 0.95), weight decay 0.05, base lr 1.5e-4 per 256
-    # images (here per 128: 7.5e-5); one warm-up epoch of its 40, so that short runs validate.
+    # images; one warm-up epoch of its 40, so that short runs validate.
     config_defaults: ClassVar[dict[str, Any]] = {
         "optimizer": {
             "name": "adamw",
-            "lr": 7.5e-5,
+            "lr": 1.5e-4,
             "scale_lr": True,
+            "lr_reference_batch": 256,
             "weight_decay": 0.05,
             "betas": [0.9, 0.95],
             "warmup_epochs": 1,

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from tests.conftest import build_method
+from tests.conftest import ROOT, build_method
 
 
 @pytest.mark.parametrize(
@@ -27,6 +27,44 @@ def test_lr_scales_by_the_recipes_reference_batch(
 ) -> None:
     model, _ = build_method(method, "data.batch_size=512", *extra)
     assert model.learning_rate() == pytest.approx(expected)
+
+
+def _config_lr(files: list[str], overrides: list[str]) -> tuple[float, int]:
+    """The peak lr `SSLMethod.learning_rate` gives a config, and its batch (no model built)."""
+    from types import SimpleNamespace
+
+    from ssl_syre.config import load_config
+    from ssl_syre.methods.base import SSLMethod
+
+    cfg = load_config([ROOT / f for f in files] or None, overrides)
+    batch = int(cfg.data.batch_size)
+    run = SimpleNamespace(cfg=cfg, global_batch_size=lambda: batch)
+    return SSLMethod.learning_rate(run), batch  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "files, overrides, base, reference",
+    [
+        # MAE (PRETRAIN.md, main_pretrain.py): blr 1.5e-4 x batch / 256.
+        (["configs/data/cifar10.yaml", "configs/method/mae.yaml"], [], 1.5e-4, 256),
+        ([], ["method=mae", "backbone.name=test_vit"], 1.5e-4, 256),  # the method's defaults
+        (["configs/mae_fashion_mnist.yaml"], [], 1.5e-3, 256),  # 10x, for a short run
+        # MoCo v3 (solo-learn CIFAR): LARS 0.3 x batch / 256.
+        (["configs/mocov3_cifar10.yaml"], [], 0.3, 256),
+        (["configs/data/cifar10.yaml", "configs/method/mocov3.yaml"], [], 0.3, 256),
+        # iBOT (lightly's ViT benchmark): 5e-4 x batch / 256.
+        (["configs/data/cifar10.yaml", "configs/method/ibot.yaml"], [], 5e-4, 256),
+    ],
+)
+@pytest.mark.parametrize("batch", [None, 96])
+def test_recipe_configs_run_their_sources_lr(
+    files: list[str], overrides: list[str], base: float, reference: int, batch: int | None
+) -> None:
+    """Each config states its lr as its source does (base lr per reference batch) and runs
+    base x batch / reference at its own batch and at another."""
+    extra = [f"data.batch_size={batch}"] if batch else []
+    lr, used = _config_lr(files, [*overrides, *extra])
+    assert lr == pytest.approx(base * used / reference, rel=1e-12)
 
 
 def test_lr_reference_batch_must_be_positive() -> None:

@@ -121,6 +121,8 @@ def test_each_method_trains_on_an_image_folder(
 ) -> None:
     make_image_folder(tmp_path / "images")
     make_image_folder(tmp_path / "test_images", per_class=10)
+    # ViT-only methods build on the tiny ViT (32 px), the others on timm's test_resnet.
+    backbone = vit_overrides([f"method={method}"]) or ["backbone.name=test_resnet"]
     result = run_train(
         f"configs/{method}_imagefolder.yaml",
         *tiny,
@@ -129,7 +131,7 @@ def test_each_method_trains_on_an_image_folder(
         f"data.test_root={tmp_path / 'test_images'}",
         "data.image_size=32",
         "data.batch_size=16",
-        "backbone.name=test_resnet",
+        *backbone,
         "optimizer.warmup_epochs=0",  # VICReg's recipe warms up longer than a tiny run
     )
     assert result.returncode == 0, result.stderr[-3000:]
