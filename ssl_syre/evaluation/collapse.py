@@ -71,9 +71,15 @@ def singular_value_spectrum(embeddings: ArrayLike) -> torch.Tensor:
     """
     normalised = F.normalize(_as_matrix(embeddings), dim=1)
     centred = normalised - normalised.mean(dim=0)
-    covariance = centred.T @ centred / len(centred)
-    # C is symmetric positive semi-definite: its singular values are its eigenvalues.
-    return torch.linalg.eigvalsh(covariance).clamp_min(0).flip(0)
+    n, k = centred.shape
+    if k <= n:
+        covariance = centred.T @ centred / n
+        # C is symmetric positive semi-definite: its singular values are its eigenvalues.
+        return torch.linalg.eigvalsh(covariance).clamp_min(0).flip(0)
+    # K > N (a 65,536-prototype head): C = AᵀA/N has the nonzero eigenvalues of the N x N
+    # AAᵀ/N and K − N zeros, so the K x K matrix is never built.
+    values = torch.linalg.eigvalsh(centred @ centred.T / n).clamp_min(0).flip(0)
+    return torch.cat([values, values.new_zeros(k - n)])
 
 
 def low_rankness(embeddings: ArrayLike, threshold: float = 1e-3) -> float:

@@ -134,3 +134,17 @@ def test_bad_shapes_raise():
         rankme(torch.ones(10))
     with pytest.raises(ValueError, match="empty"):
         low_rankness(torch.ones(0, 4))
+
+
+def test_spectrum_of_more_dimensions_than_samples_never_builds_the_k_by_k_covariance() -> None:
+    """K > N: the same K values as the covariance's, from the N x N Gram matrix."""
+    from ssl_syre.evaluation.collapse import singular_value_spectrum
+
+    torch.manual_seed(0)
+    z = torch.randn(20, 300, dtype=torch.float64)
+    normalised = torch.nn.functional.normalize(z, dim=1)
+    centred = normalised - normalised.mean(dim=0)
+    expected = torch.linalg.eigvalsh(centred.T @ centred / 20).clamp_min(0).flip(0)
+    spectrum = singular_value_spectrum(z)
+    assert spectrum.shape == (300,)
+    torch.testing.assert_close(spectrum, expected, atol=1e-12, rtol=1e-9)
