@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_syre.config import Config
-from ssl_syre.usage import config_help, field_comments
+from ssl_syre.config.usage import config_help, field_comments
 
 
 def _keys(node: DictConfig, prefix: str = "") -> list[str]:

@@ -372,7 +372,7 @@ def check_tools(cfg: DictConfig) -> None:
 def main(argv: list[str]) -> Path | None:
     """python train.py [CONFIG.yaml ...] [dotted.key=value ...]; -h/--help prints the keys."""
     if "-h" in argv or "--help" in argv:
-        from ssl_syre.usage import train_help
+        from ssl_syre.config.usage import train_help
 
         print(train_help())
         return None

@@ -1,6 +1,6 @@
 """The `--help` of train.py: usage, then every config key with its type, default and comment.
 
-Read from the schema itself (the dataclasses of ssl_syre/config.py and the comments beside
+Read from the schema itself (the dataclasses of ssl_syre/config/schema.py and the comments beside
 their fields), so the help cannot drift from what load_config accepts.
 """
 
@@ -13,7 +13,8 @@ import textwrap
 import typing
 from typing import Any
 
-from ssl_syre.config import Config, _type_name
+from ssl_syre.config.checks import _type_name
+from ssl_syre.config.schema import Config
 
 USAGE = """\
 usage: python train.py [CONFIG.yaml ...] [dotted.key=value ...] [--debug]
