@@ -64,6 +64,10 @@ def test_device_path_trains_under_bf16_mixed_and_channels_last(tmp_path) -> None
         tmp_path,
         "trainer.precision=bf16-mixed",
         "backbone.channels_last=true",
+        # 32 px, not TINY's 16: at 16 px test_resnet's last stage convolves a 1 x 1 map with
+        # stride 2, and torch's CPU bf16 backward of that conv returns NaN weight gradients
+        # in some runs of the very same inputs (seen in 6 of 8; none of 8 at 32 px).
+        "data.image_size=32",
         "eval.online_every_n_epochs=0",
         "eval.linear_probe=false",
     )
