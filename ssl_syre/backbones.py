@@ -68,6 +68,17 @@ def create_backbone(
     return model
 
 
+def patch_embed_of(model: nn.Module) -> PatchEmbed | None:
+    """The model's timm `PatchEmbed` (a ViT's), or None for a backbone without one."""
+    return next((m for m in model.modules() if isinstance(m, PatchEmbed)), None)
+
+
+def patch_size_of(model: nn.Module) -> int | None:
+    """The patch size of a patch-embedding backbone (a timm ViT), else None."""
+    embed = patch_embed_of(model)
+    return None if embed is None else int(embed.patch_size[0])
+
+
 def check_input_size(model: nn.Module, name: str, image_size: int, fix: str | None = None) -> None:
     """Refuse an image size a patch-embedding backbone (a timm ViT) cannot cut into patches.
 
@@ -82,7 +93,7 @@ def check_input_size(model: nn.Module, name: str, image_size: int, fix: str | No
     Raises:
         UserError: naming both numbers and the settings that fix it.
     """
-    embed = next((m for m in model.modules() if isinstance(m, PatchEmbed)), None)
+    embed = patch_embed_of(model)
     if embed is None or embed.img_size is None:
         return
     size = (image_size, image_size)

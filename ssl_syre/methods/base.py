@@ -17,7 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
-from ssl_syre.backbones import backbone_kwargs_for_size, check_input_size, create_backbone
+from ssl_syre.backbones import (
+    backbone_kwargs_for_size,
+    check_input_size,
+    create_backbone,
+    patch_size_of,
+)
 from ssl_syre.config import DataConfig, check_ranges, syre_mode, with_defaults
 from ssl_syre.data import DataInfo
 from ssl_syre.data.augment import BatchAugment, ViewRecipe, augment_seed, process_rank
@@ -159,6 +164,10 @@ class SSLMethod(pl.LightningModule):
         directions), by layer name, for the distinct-prototype count of partial prototype
         collapse (`ssl_syre.evaluation.prototypes`); none for a method without prototypes."""
         return {}
+
+    def patch_size(self) -> int | None:
+        """The backbone's patch size (a ViT's), else None: multi-crop rounds crops to it."""
+        return patch_size_of(self.backbone)
 
     def project(self, features: Tensor) -> Tensor:
         """Projector output for backbone features (what collapse metrics look at)."""

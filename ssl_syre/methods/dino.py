@@ -117,13 +117,23 @@ def is_vit(backbone: nn.Module) -> bool:
     return any(isinstance(module, PatchEmbed) for module in backbone.modules())
 
 
-def local_crop_size(kwargs: DINOKwargs, image_size: int, patch: int | None = None) -> int:
-    """The local crops' size: `kwargs.local_crop_size`, else 96/224 of the image, for a
-    patch backbone rounded to a multiple of its patch (at least one patch)."""
+def local_crop_size(kwargs: Any, image_size: int, patch: int | None = None) -> int:
+    """The local crops' size: `kwargs.local_crop_size` (of any multi-crop method: DINO, SwAV,
+    LeJEPA), else 96/224 of the image, for a patch backbone rounded to a multiple of its patch
+    (at least one patch)."""
     if kwargs.local_crop_size is not None:
         return int(kwargs.local_crop_size)
     size = max(1, round(image_size * LOCAL_TO_GLOBAL))
     return size if patch is None else max(patch, round(size / patch) * patch)
+
+
+def dino_augmentation(transform_kwargs: dict[str, Any], compile_augment: bool) -> BatchAugment:
+    """The batched device-path views of lightly's DINOTransform with these arguments."""
+    recipes = [
+        ViewRecipe.from_lightly(DINOViewTransform, **view)
+        for view in dino_view_kwargs(transform_kwargs)
+    ]
+    return BatchAugment(recipes, compile_augment)
 
 
 def dino_transform_kwargs(
@@ -231,10 +241,6 @@ class DINO(MomentumMethod):
         vit_like = backbone_kwargs_for_size(self.cfg.backbone.name, self.info.image_size)
         return {"dynamic_img_size": True} if vit_like and self.kwargs.n_local_views else {}
 
-    def patch_size(self) -> int | None:
-        embed = next((m for m in self.backbone.modules() if isinstance(m, PatchEmbed)), None)
-        return None if embed is None else int(embed.patch_size[0])
-
     def build_heads(self, feature_dim: int) -> None:
         k = self.kwargs
         batch_norm = not is_vit(self.backbone) if k.batch_norm is None else k.batch_norm
@@ -337,11 +343,7 @@ class DINO(MomentumMethod):
         return DINOTransform(**self.transform_kwargs())
 
     def make_augmentation(self) -> BatchAugment:
-        recipes = [
-            ViewRecipe.from_lightly(DINOViewTransform, **view)
-            for view in dino_view_kwargs(self.transform_kwargs())
-        ]
-        return BatchAugment(recipes, self.cfg.data.compile_augment)
+        return dino_augmentation(self.transform_kwargs(), self.cfg.data.compile_augment)
 
     @classmethod
     def build_transform(cls, info: DataInfo, data_cfg: DataConfig) -> DINOTransform:

@@ -25,9 +25,9 @@ from ssl_syre.data import DataInfo
 from ssl_syre.data.augment import BatchAugment, ViewRecipe
 from ssl_syre.methods.base import SSLMethod
 from ssl_syre.methods.dino import (
+    dino_augmentation,
     dino_transform_kwargs,
     dino_view_kwargs,
-    is_vit,
     local_crop_size,
 )
 
@@ -115,7 +115,7 @@ class LeJEPA(SSLMethod):
             sigreg_num_vectors=k.sigreg_num_vectors,
         )
         patch = self.patch_size()
-        self.local_size = local_crop_size(k, self.info.image_size, patch)  # type: ignore[arg-type]
+        self.local_size = local_crop_size(k, self.info.image_size, patch)
         if k.n_local_views:
             check_input_size(
                 self.backbone,
@@ -123,11 +123,6 @@ class LeJEPA(SSLMethod):
                 self.local_size,
                 fix=f"set method_kwargs.local_crop_size to a multiple of {patch}",
             )
-
-    def patch_size(self) -> int | None:
-        if not is_vit(self.backbone):
-            return None
-        return int(self.backbone.patch_embed.patch_size[0])
 
     def embed(self, views: Sequence[Tensor]) -> Tensor:
         """(V, N, D) projections of same-size views, in one forward pass."""
@@ -152,16 +147,12 @@ class LeJEPA(SSLMethod):
         return DINOTransform(**self.transform_kwargs())
 
     def make_augmentation(self) -> BatchAugment:
-        recipes = [
-            ViewRecipe.from_lightly(DINOViewTransform, **view)
-            for view in dino_view_kwargs(self.transform_kwargs())
-        ]
-        return BatchAugment(recipes, self.cfg.data.compile_augment)
+        return dino_augmentation(self.transform_kwargs(), self.cfg.data.compile_augment)
 
     @classmethod
     def default_transform_kwargs(cls, info: DataInfo, data_cfg: DataConfig) -> dict[str, Any]:
         kwargs = LeJEPAKwargs()
-        size = local_crop_size(kwargs, info.image_size)  # type: ignore[arg-type]
+        size = local_crop_size(kwargs, info.image_size)
         return lejepa_transform_kwargs(info, data_cfg, kwargs, size)
 
     @classmethod

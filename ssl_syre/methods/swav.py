@@ -25,7 +25,7 @@ from ssl_syre.data import DataInfo, ssl_transform_kwargs
 from ssl_syre.data.augment import BatchAugment, ViewRecipe
 from ssl_syre.errors import UserError
 from ssl_syre.methods.base import SSLMethod
-from ssl_syre.methods.dino import LOCAL_TO_GLOBAL, is_vit
+from ssl_syre.methods.dino import local_crop_size
 
 
 @dataclass
@@ -51,15 +51,6 @@ class SwAVKwargs:
     queue_start_epoch: int = ranged(15, "[0, inf)")
     # Sinkhorn's sums over all processes under DDP (the paper's distributed Sinkhorn).
     gather_distributed: bool = True
-
-
-def local_size_for(kwargs: SwAVKwargs, image_size: int, patch: int | None = None) -> int:
-    """The small crops' size: `kwargs.local_crop_size`, else 96/224 of the image, for a patch
-    backbone rounded to a multiple of its patch."""
-    if kwargs.local_crop_size is not None:
-        return int(kwargs.local_crop_size)
-    size = max(1, round(image_size * LOCAL_TO_GLOBAL))
-    return size if patch is None else max(patch, round(size / patch) * patch)
 
 
 def swav_transform_kwargs(
@@ -153,7 +144,7 @@ class SwAV(SSLMethod):
         )
         self._queued = 0  # embeddings enqueued since the queue started (not saved: refills)
         patch = self.patch_size()
-        self.local_size = local_size_for(k, self.info.image_size, patch)
+        self.local_size = local_crop_size(k, self.info.image_size, patch)
         if k.n_local_views:
             check_input_size(
                 self.backbone,
@@ -161,11 +152,6 @@ class SwAV(SSLMethod):
                 self.local_size,
                 fix=f"set method_kwargs.local_crop_size to a multiple of {patch}",
             )
-
-    def patch_size(self) -> int | None:
-        if not is_vit(self.backbone):
-            return None
-        return int(self.backbone.patch_embed.patch_size[0])
 
     def prototype_weights(self) -> dict[str, Tensor]:
         """The prototype layers' weights (K×d), for the prototype-collapse counter."""
@@ -228,11 +214,11 @@ class SwAV(SSLMethod):
     def build_transform(cls, info: DataInfo, data_cfg: DataConfig) -> SwaVTransform:
         """lightly's SwaVTransform at the default settings (no backbone: no patch rounding)."""
         kwargs = SwAVKwargs()
-        size = local_size_for(kwargs, info.image_size)
+        size = local_crop_size(kwargs, info.image_size)
         return SwaVTransform(**swav_transform_kwargs(info, data_cfg, kwargs, size))
 
     @classmethod
     def view_recipes(cls, info: DataInfo, data_cfg: DataConfig) -> list[ViewRecipe]:
         kwargs = SwAVKwargs()
-        size = local_size_for(kwargs, info.image_size)
+        size = local_crop_size(kwargs, info.image_size)
         return swav_view_recipes(swav_transform_kwargs(info, data_cfg, kwargs, size))
