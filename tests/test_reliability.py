@@ -51,6 +51,19 @@ FAST = [
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def train_once(argv: list[str]) -> None:
+    """Run train.py's entry point in this process on one thread (a module fixture's run, which
+    the function-scoped `one_thread` fixture does not cover), leaving no run directory set."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    os.environ.pop(RUN_DIR_ENV, None)
+    try:
+        run_cli(main, argv)
+    finally:
+        os.environ.pop(RUN_DIR_ENV, None)
+        torch.set_num_threads(threads)
+
+
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     """Run train.py's entry point in this process; return (exit code, stderr)."""
     os.environ.pop(RUN_DIR_ENV, None)
@@ -112,14 +125,7 @@ def save_hooks(monkeypatch: pytest.MonkeyPatch, after_save: Any) -> list[tuple[s
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 2-epoch run (checkpoints, metrics.json, export) that tests must not change."""
     runs = tmp_path_factory.mktemp("finished") / "runs"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    os.environ.pop(RUN_DIR_ENV, None)
-    try:
-        run_cli(main, [*FAST, f"output_dir={runs}", "run_name=done", "trainer.max_epochs=2"])
-    finally:
-        os.environ.pop(RUN_DIR_ENV, None)
-        torch.set_num_threads(threads)
+    train_once([*FAST, f"output_dir={runs}", "run_name=done", "trainer.max_epochs=2"])
     return runs / "done"
 
 

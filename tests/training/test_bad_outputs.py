@@ -17,10 +17,7 @@ from typing import Any
 import pytest
 import torch
 
-from ssl_syre.errors import run_cli
-from ssl_syre.training.pipeline import main
-from ssl_syre.training.run_dir import RUN_DIR_ENV
-from tests.test_reliability import FAST, cli, one_error_line
+from tests.test_reliability import FAST, cli, one_error_line, train_once
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -50,14 +47,7 @@ def read_only(monkeypatch: Any, root: Path) -> None:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     runs = tmp_path_factory.mktemp("finished")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    os.environ.pop(RUN_DIR_ENV, None)
-    try:
-        run_cli(main, [*FAST, f"output_dir={runs}", "run_name=done", "trainer.max_epochs=1"])
-    finally:
-        os.environ.pop(RUN_DIR_ENV, None)
-        torch.set_num_threads(threads)
+    train_once([*FAST, f"output_dir={runs}", "run_name=done", "trainer.max_epochs=1"])
     return runs / "done"
 
 

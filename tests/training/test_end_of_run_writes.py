@@ -21,12 +21,12 @@ from ssl_syre.atomic_write import (
     write_atomically,
     write_text_atomically,
 )
-from ssl_syre.errors import UserError, run_cli
+from ssl_syre.errors import UserError
 from ssl_syre.export import load_backbone
 from ssl_syre.training.checkpoint import AtomicCheckpointIO, load_checkpoint
 from ssl_syre.training.pipeline import main
 from ssl_syre.training.run_dir import RUN_DIR_ENV
-from tests.test_reliability import FAST, cli, one_error_line
+from tests.test_reliability import FAST, cli, one_error_line, train_once
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,14 +41,7 @@ class Killed(BaseException):
 def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 2-epoch run with its export (4 steps); tests work on copies."""
     runs = tmp_path_factory.mktemp("finished")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    os.environ.pop(RUN_DIR_ENV, None)
-    try:
-        run_cli(main, [*WITH_EXPORT, f"output_dir={runs}", "run_name=done", "trainer.max_epochs=2"])
-    finally:
-        os.environ.pop(RUN_DIR_ENV, None)
-        torch.set_num_threads(threads)
+    train_once([*WITH_EXPORT, f"output_dir={runs}", "run_name=done", "trainer.max_epochs=2"])
     return runs / "done"
 
 

@@ -29,6 +29,7 @@ from tests.test_reliability import (
     one_error_line,
     save_hooks,
     snapshot,
+    train_once,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,17 +50,7 @@ STEPS = [
 def quick_start(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run with every output the quick start writes (linear probe, export)."""
     runs = tmp_path_factory.mktemp("quick") / "runs"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    os.environ.pop(RUN_DIR_ENV, None)
-    try:
-        run_cli(
-            main,
-            [*QUICK, f"output_dir={runs}", "run_name=done", "trainer.max_epochs=2"],
-        )
-    finally:
-        os.environ.pop(RUN_DIR_ENV, None)
-        torch.set_num_threads(threads)
+    train_once([*QUICK, f"output_dir={runs}", "run_name=done", "trainer.max_epochs=2"])
     return runs / "done"
 
 
