@@ -159,7 +159,9 @@ def extract_features(
         else contextlib.nullcontext()
     )
     try:
-        iterator = tqdm(loader, desc=progress, leave=False) if progress else loader
+        # disable=None: a bar on a terminal only; in a log or a pipe its partial lines would run
+        # into the next message (a one-line error would no longer start its line).
+        iterator = tqdm(loader, desc=progress, leave=False, disable=None) if progress else loader
         with autocast:
             for images, targets in iterator:
                 features = backbone(images.to(device, dtype, non_blocking=True)).flatten(1)
