@@ -12,13 +12,14 @@
     (a mean over views, samples and dimensions), SIGReg is averaged over the views, and the
     total is (1 - λ)·sim + λ·sigreg; "for non-ViT architectures, set global_views =
     all_views" (no local views)
-- [1] the authors' code, https://github.com/galilai-group/lejepa (MINIMAL.md, whose SIGReg
-  lightly's follows), read only where the paper leaves a choice open: the quadrature runs on
-  [0, t_max] with doubled weights, "leverag[ing] the symmetry of the integrand" (the paper's
-  Sec. 5.1 points to it), which equals Algorithm 1's trapezoid on the symmetric grid of
-  2·knots - 1 points; the grid is t_max = 3 with 17 knots per half (Algorithm 1 prints
-  linspace(-5, 5, 17)). The window is the listing's exp(-t²/2) (the text's example weight,
-  exp(-t²/σ²) with σ = 1, is not what the listing or [1] computes).
+- [1] the authors' code, https://github.com/galilai-group/lejepa (its MINIMAL.md, as published
+  at rbalestr-lab/lejepa; lightly's SIGReg follows it), read only where the paper leaves a
+  choice open: the quadrature runs on [0, t_max] with doubled weights, "leverag[ing] the
+  symmetry of the integrand" (the paper's Sec. 5.1 points to it), which equals Algorithm 1's
+  trapezoid on the symmetric grid of 2·knots - 1 points; the grid is t_max = 3 with 17 knots
+  per half (Algorithm 1 prints linspace(-5, 5, 17)). The window is the listing's exp(-t²/2)
+  (the text's example weight, exp(-t²/σ²) with σ = 1, is not what the listing or [1]
+  computes).
 
 Where lightly and the paper agree (so no deviation): the factor N is each view's batch size
 (Algorithm 1's x.size(0), lightly's proj.size(-2)), the centre is the global views' mean and
