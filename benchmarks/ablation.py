@@ -46,7 +46,10 @@ CONFIGS = ROOT / "benchmarks" / "configs"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 # The table's rows in this order, then any other method with a config here (a new method
 # joins the study by adding benchmarks/configs/<name>.yaml; stress_*.yaml are not cells).
-ORDER = ("simclr", "byol", "simsiam", "mocov2", "barlowtwins", "vicreg", "dino")
+ORDER = (
+    *("simclr", "byol", "simsiam", "mocov2", "barlowtwins", "vicreg", "dino"),
+    *("swav", "nnclr", "dcl", "mocov3", "ibot", "dinov2", "mae", "lejepa"),
+)
 METHODS = tuple(
     sorted(
         (p.stem for p in CONFIGS.glob("*.yaml") if not p.stem.startswith("stress_")),
@@ -82,6 +85,16 @@ SCALES: dict[str, dict[str, Any]] = {
             "trainer.accelerator=gpu",
             "trainer.precision=bf16-mixed",
         ],
+        # The ViT cells (mocov3, ibot, dinov2, mae, lejepa: patch tokens, no ResNet): ViT-S/16
+        # in 4-px patches at their 32 px (the prototype study's GPU backbone).
+        "vit_overrides": [
+            "backbone.name=vit_small_patch16_224",
+            "backbone.kwargs.patch_size=4",
+            "data.train_subset=null",
+            "data.num_workers=8",
+            "trainer.accelerator=gpu",
+            "trainer.precision=bf16-mixed",
+        ],
     },
 }
 
@@ -96,6 +109,19 @@ def config_mode(method: str) -> str:
     if mode != "auto":
         return mode
     return "decoupled" if (cfg.get("optimizer") or {}).get("name") == "adamw" else "coupled"
+
+
+def cell_overrides(method: str, scale: str) -> list[str]:
+    """The scale's overrides for a method's cell: its `vit_overrides`, where it has them, for a
+    cell whose config trains a ViT."""
+    import yaml
+
+    cfg = yaml.safe_load((CONFIGS / f"{method}.yaml").read_text()) or {}
+    vit = "vit" in str((cfg.get("backbone") or {}).get("name", ""))
+    settings = SCALES[scale]
+    return list(
+        settings["vit_overrides"] if vit and "vit_overrides" in settings else settings["overrides"]
+    )
 
 
 def modes_of(method: str, modes: list[str]) -> list[str]:
@@ -132,7 +158,7 @@ def train_cell(
     scale's overrides, for another study's cells (benchmarks/prototype_study.py).
     """
     if scale_overrides is None:
-        scale_overrides = SCALES[args.scale]["overrides"]
+        scale_overrides = cell_overrides(method, args.scale)
     run_dir = Path(args.output_dir) / args.scale / run_name(method, mode, sigma0, seed, max_steps)
     overrides = [
         *syre_overrides(mode, sigma0),

@@ -9,7 +9,8 @@ the same γ schedule:
 - decay0: decay toward 0 (`syre.enabled=false`), the control;
 - anchor: SyRe, decay toward θ0 with σ0 = 1.0;
 - koleo: decay toward 0 plus KoLeo on the prototypes (`method_kwargs.prototype_koleo_weight`),
-  the paper's remedy; only for methods with that setting (iBOT, DINOv2).
+  the paper's remedy; for every method with that setting (all four; a method without it has
+  its koleo cell left out, said on every run).
 
 Every cell is one train.py run (benchmarks/ablation.py's `train_cell`, benchmarks/cells.py: finished cells are
 skipped on a rerun, --force reruns them). The online evaluation counts the distinct prototypes

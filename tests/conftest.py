@@ -169,3 +169,36 @@ def losses_on_fixed_views(
         optimizer.step()
         losses.append(loss.item())
     return losses
+
+
+def check_prototype_koleo_knob(build, views, prototype: str) -> None:
+    """`method_kwargs.prototype_koleo_weight` of the method `build(*overrides)` builds: at 0 the
+    loss and gradients of a model built without the key, bit for bit, nothing logged; at 0.5
+    that loss plus exactly 0.5 x the model's prototype_koleo(), logged, and its gradient on the
+    `prototype` parameter. Every model starts from the same weights and sees `views`."""
+    state = {k: v.clone() for k, v in build().state_dict().items()}
+
+    def step(*overrides: str):
+        model = build(*overrides)
+        model.load_state_dict(state)
+        logged: dict[str, torch.Tensor] = {}
+        model.log = lambda name, value, **_: logged.__setitem__(name, value)
+        loss = model.training_loss(views)
+        loss.backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        return model, loss.detach(), grads, logged
+
+    _, base, base_grads, _ = step()
+    _, zero, zero_grads, zero_logged = step("method_kwargs.prototype_koleo_weight=0")
+    assert torch.equal(zero, base) and zero_grads.keys() == base_grads.keys()
+    assert all(torch.equal(zero_grads[n], base_grads[n]) for n in base_grads)
+    assert "train/prototype_koleo_loss" not in zero_logged
+
+    # The KoLeo term of the weights the step saw (SwAV renormalises its prototypes in place).
+    on, loss, grads, logged = step("method_kwargs.prototype_koleo_weight=0.5")
+    koleo = on.prototype_koleo()
+    (koleo_grad,) = torch.autograd.grad(koleo, dict(on.named_parameters())[prototype])
+    assert torch.equal(loss, base + 0.5 * koleo.detach())
+    assert torch.equal(logged["train/prototype_koleo_loss"], koleo.detach())
+    assert koleo_grad.abs().max() > 0
+    torch.testing.assert_close(grads[prototype] - base_grads[prototype], 0.5 * koleo_grad)

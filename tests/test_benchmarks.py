@@ -253,15 +253,49 @@ def test_ablation_finds_every_method_config_and_resolves_auto_modes(
     recipe's mode (coupled under sgd and lars, decoupled under adamw)."""
     import ablation
 
-    assert ablation.METHODS[:6] == ("simclr", "byol", "simsiam", "mocov2", "barlowtwins", "vicreg")
+    assert ablation.METHODS == (
+        *("simclr", "byol", "simsiam", "mocov2", "barlowtwins", "vicreg", "dino"),
+        *("swav", "nnclr", "dcl", "mocov3", "ibot", "dinov2", "mae", "lejepa"),
+    )
     assert not any(name.startswith("stress_") for name in ablation.METHODS)
-    assert ablation.modes_of("vicreg", ["auto"]) == ["coupled"]  # LARS
-    assert ablation.METHODS[6] == "dino"
-    assert ablation.modes_of("dino", ["auto"]) == ["decoupled"]  # AdamW, DINO's recipe
+    # Each method in its recipe's mode: coupled under SGD and LARS (vicreg, mocov3) and under
+    # lightly's Adam with L2 decay (swav), decoupled under AdamW.
+    coupled = ("simclr", "byol", "simsiam", "mocov2", "barlowtwins", "vicreg", "swav")
+    coupled += ("nnclr", "dcl", "mocov3")
+    for method in ablation.METHODS:
+        expected = "coupled" if method in coupled else "decoupled"
+        assert ablation.modes_of(method, ["auto"]) == [expected], method
     assert ablation.modes_of("simclr", ["auto", "coupled", "decoupled"]) == ["coupled", "decoupled"]
     (tmp_path / "adamw_method.yaml").write_text("method: x\noptimizer:\n  name: adamw\n")
     monkeypatch.setattr(ablation, "CONFIGS", tmp_path)
     assert ablation.modes_of("adamw_method", ["auto"]) == ["decoupled"]
+
+
+@pytest.mark.parametrize("scale", ["cpu", "cpu_small", "gpu"])
+def test_every_ablation_cell_builds_at_every_scale(scale: str) -> None:
+    """Each method's cell config with a scale's overrides and both arms' SyRe settings loads
+    and builds its model (a ViT's crops and patches fit); MAE and LeJEPA run at their
+    recipes' weight decay."""
+    import ablation
+
+    from ssl_syre.config import load_config
+    from ssl_syre.data import data_info
+    from ssl_syre.methods import METHODS
+
+    for method in ablation.METHODS:
+        (mode,) = ablation.modes_of(method, ["auto"])
+        for sigma0 in (0.0, 1.0):
+            overrides = [
+                *ablation.syre_overrides(mode, sigma0),
+                *ablation.cell_overrides(method, scale),
+            ]
+            cfg = load_config(str(ablation.CONFIGS / f"{method}.yaml"), overrides)
+            assert cfg.method == method and bool(cfg.syre.enabled) == bool(sigma0)
+        METHODS[method](cfg, data_info(cfg.data))
+    assert ablation.cell_overrides("dino", scale) == ablation.SCALES[scale]["overrides"]
+    recipe_decay = {"mae": 0.05, "lejepa": 0.05}  # the MAE paper's, lightly's LeJEPA benchmark
+    for method, decay in recipe_decay.items():
+        assert load_config(str(ablation.CONFIGS / f"{method}.yaml")).optimizer.weight_decay == decay
 
 
 # Each script's command line, as `--help` shows it (flags, dest, default, type, nargs, choices,

@@ -21,23 +21,32 @@ def commands(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("$ ")]
 
 
-def test_dry_run_lists_every_cell_and_leaves_out_what_cannot_run(
+def test_dry_run_lists_every_cell_of_every_method(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     prototype_study.main(["--dry-run", "--seeds", "0", "1", "--output-dir", str(tmp_path)])
     out = capsys.readouterr().out
     cells = commands(out)
-    # dino and swav: decay0 and anchor (no KoLeo-on-prototypes knob); ibot and dinov2: all three.
-    expected = 2 + 3 + 3 + 2
-    assert len(cells) == 2 * expected  # two seeds
-    assert "left out: dino x koleo" in out
+    # Every study method has the KoLeo-on-prototypes knob: all three arms each.
+    assert len(cells) == 2 * 4 * 3  # two seeds
+    assert "left out" not in out
     koleo = [c for c in cells if "/koleo/" in c]
-    assert koleo and all("method_kwargs.prototype_koleo_weight=0.1" in c for c in koleo)
+    methods = ("dino", "ibot", "dinov2", "swav")
+    assert {m for m in methods if any(f"/{m}.yaml " in c for c in koleo)} == set(methods)
+    assert len(koleo) == 2 * 4 and all(
+        "method_kwargs.prototype_koleo_weight=0.1" in c for c in koleo
+    )
     assert all("syre.enabled=false" in c for c in koleo)
     anchor = [c for c in cells if "/anchor/" in c]
     assert anchor and all("syre.sigma0=1" in c and "syre.mode=decoupled" in c for c in anchor)
     assert all("trainer.max_steps=300" in c for c in cells)
     assert not list(tmp_path.iterdir())  # a dry run writes nothing
+
+
+def test_a_method_without_the_knob_has_its_koleo_cell_left_out() -> None:
+    cells, skipped = prototype_study.plan(["simclr"], ["decay0", "koleo"], 0.1)
+    assert [(method, arm) for method, arm, *_ in cells] == [("simclr", "decay0")]
+    assert skipped == ["simclr x koleo: no method_kwargs.prototype_koleo_weight; left out"]
 
 
 def test_a_rerun_skips_finished_cells(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -27,6 +27,7 @@ from ssl_syre.data import DataInfo, ssl_transform_kwargs
 from ssl_syre.data.augment import BatchAugment, ViewRecipe
 from ssl_syre.errors import UserError
 from ssl_syre.methods.momentum import MomentumMethod
+from ssl_syre.methods.prototype_koleo import add_prototype_koleo, prototype_koleo
 
 # lightly's (and the paper's) local crop of 96 px for 224-px global crops.
 LOCAL_TO_GLOBAL = 96 / 224
@@ -64,6 +65,9 @@ class DINOKwargs:
     # None: 96/224 of the image size (lightly's ratio), for ViTs a multiple of the patch size.
     local_crop_size: int | None = ranged(None, "[1, inf)")
     local_crop_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
+    # KoLeo on the student's prototypes (each head's K rows), the remedy of Govindarajan et al.
+    # for partial prototype collapse; 0: off (the published methods). Costs K x K.
+    prototype_koleo_weight: float = ranged(0.0, "[0, inf)")
 
 
 def set_head_depth(head: DINOProjectionHead, layers: int, batch_norm: bool) -> None:
@@ -304,7 +308,18 @@ class DINO(MomentumMethod):
         self.update_momentum_copies()  # the teacher: once per optimizer step
         teacher_out = self.teacher(views[:2])
         student_out = self.student(views)
-        return self.criterion(teacher_out, student_out, epoch=self.current_epoch)
+        loss = self.criterion(teacher_out, student_out, epoch=self.current_epoch)
+        return add_prototype_koleo(
+            self, loss, self.student_prototypes(), self.kwargs.prototype_koleo_weight
+        )
+
+    def student_prototypes(self) -> list[Tensor]:
+        """Each student head's prototype layer weight (K x bottleneck, with its gradient)."""
+        return [self.projection_head.last_layer.weight]
+
+    def prototype_koleo(self) -> Tensor:
+        """KoLeo over the student's prototypes, summed over the heads (prototype_koleo.py)."""
+        return prototype_koleo(self.student_prototypes())
 
     def prototype_weights(self) -> dict[str, Tensor]:
         """The K prototypes: the rows of the weight-normalised last layer, g·v/‖v‖ normalised."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from lightly.loss import KoLeoLoss
 from lightly.models.modules import DINOv2ProjectionHead
 from torch import Tensor, nn
 
@@ -48,6 +49,10 @@ class DINOv2(IBOT):
 
     name = "dinov2"
     Kwargs = DINOv2Kwargs
+
+    def build_heads(self, feature_dim: int) -> None:
+        super().build_heads(feature_dim)
+        self.koleo_criterion = KoLeoLoss()
 
     def make_head(self) -> nn.Module:
         k = self.kwargs

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from lightly.loss import IBOTPatchLoss, KoLeoLoss
+from lightly.loss import IBOTPatchLoss
 from lightly.models.modules import DINOProjectionHead, MaskedVisionTransformerTIMM
 from lightly.models.utils import random_block_mask
 from torch import Tensor, nn
@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ssl_syre.config import ranged
 from ssl_syre.errors import UserError
 from ssl_syre.methods.dino import DINO, DINOKwargs, is_vit, parametrize_last_layer
+from ssl_syre.methods.prototype_koleo import add_prototype_koleo
 
 # The weight-normalised layers' magnitude g: a per-prototype scale (shape (K, 1)).
 MAGNITUDE = "last_layer.parametrizations.weight.original0"
@@ -35,9 +36,6 @@ class IBOTKwargs(DINOKwargs):
     n_local_views: int = ranged(10, "[0, inf)")
     global_crop_scale: list[float] = field(default_factory=lambda: [0.25, 1.0])
     local_crop_scale: list[float] = field(default_factory=lambda: [0.05, 0.25])
-    # KoLeo on the student's prototypes (each head's K rows), the remedy of Govindarajan et al.
-    # for partial prototype collapse; 0: off (the published methods). Costs K x K.
-    prototype_koleo_weight: float = ranged(0.0, "[0, inf)")
     # lightly's benchmark and the iBOT paper's ViT-S recipe share the [CLS] and patch head.
     separate_patch_head: bool = False
     # Block masking as lightly's random_block_mask (DINOv2's collate): this share of the
@@ -92,7 +90,6 @@ class IBOT(DINO):
                 f"mask_ratio_max={k.mask_ratio_max}; swap them"
             )
         super().build_heads(feature_dim)
-        self.koleo_criterion = KoLeoLoss()
         self.patch_criterion = IBOTPatchLoss(
             output_dim=k.projection_output_dim,
             teacher_temp=k.teacher_temp,
@@ -260,21 +257,16 @@ class IBOT(DINO):
         self.log("train/patch_loss", patch_loss.detach())
         return {**out, "cls_loss": cls_loss, "patch_loss": patch_loss}
 
-    def prototype_koleo(self) -> Tensor:
-        """KoLeo over each student head's prototypes (lightly's KoLeoLoss normalises the rows),
-        summed over the heads: pushes every prototype away from its nearest neighbour."""
+    def student_prototypes(self) -> list[Tensor]:
+        """The [CLS] head's prototypes, and the patch head's when separate."""
         heads = {id(h): h for h in (self.projection_head, self.patch_heads()[0])}.values()
-        return torch.stack([self.koleo_criterion(h.last_layer.weight) for h in heads]).sum()
+        return [h.last_layer.weight for h in heads]
 
     def total_loss(self, losses: dict[str, Any]) -> Tensor:
         """λ-weighted sum of `losses`' terms (DINOv2 adds its KoLeo on the features)."""
         k = self.kwargs
         loss = losses["cls_loss"] + k.patch_loss_weight * losses["patch_loss"]
-        if k.prototype_koleo_weight > 0:
-            koleo = self.prototype_koleo()
-            self.log("train/prototype_koleo_loss", koleo.detach())
-            loss = loss + k.prototype_koleo_weight * koleo
-        return loss
+        return add_prototype_koleo(self, loss, self.student_prototypes(), k.prototype_koleo_weight)
 
     def training_loss(self, views: Sequence[Tensor]) -> Tensor:
         return self.total_loss(self.losses(views))

@@ -26,6 +26,7 @@ from ssl_syre.data.augment import BatchAugment, ViewRecipe
 from ssl_syre.errors import UserError
 from ssl_syre.methods.base import SSLMethod
 from ssl_syre.methods.dino import local_crop_size
+from ssl_syre.methods.prototype_koleo import add_prototype_koleo, prototype_koleo
 
 
 @dataclass
@@ -51,6 +52,9 @@ class SwAVKwargs:
     queue_start_epoch: int = ranged(15, "[0, inf)")
     # Sinkhorn's sums over all processes under DDP (the paper's distributed Sinkhorn).
     gather_distributed: bool = True
+    # KoLeo on the prototypes (their K rows, as unit vectors), the remedy of Govindarajan et al.
+    # for partial prototype collapse, here on SwAV's; 0: off (the paper's). Costs K x K.
+    prototype_koleo_weight: float = ranged(0.0, "[0, inf)")
 
 
 def swav_transform_kwargs(
@@ -191,7 +195,19 @@ class SwAV(SSLMethod):
         scores = [self.prototypes(z) for z in projections]
         queue = self.queue_scores([z.detach() for z in projections[:2]])
         # lightly's loss has shape (1,); Lightning and the logs take a scalar.
-        return self.criterion(scores[:2], scores[2:], queue_outputs=queue).squeeze(0)
+        loss = self.criterion(scores[:2], scores[2:], queue_outputs=queue).squeeze(0)
+        return add_prototype_koleo(
+            self, loss, self.student_prototypes(), self.kwargs.prototype_koleo_weight
+        )
+
+    def student_prototypes(self) -> list[Tensor]:
+        """The prototype layer's weight (K x d, with its gradient; frozen as the prototypes
+        are during the first freeze_prototypes_steps)."""
+        return [self.prototypes.heads[0].weight]
+
+    def prototype_koleo(self) -> Tensor:
+        """KoLeo over the prototypes (prototype_koleo.py)."""
+        return prototype_koleo(self.student_prototypes())
 
     def on_after_backward(self) -> None:
         if self.global_step < self.kwargs.freeze_prototypes_steps:

@@ -21,7 +21,12 @@ from ssl_syre.data.augment import BatchAugment, ViewRecipe
 from ssl_syre.errors import UserError
 from ssl_syre.methods import METHODS
 from ssl_syre.methods.dino import dino_view_kwargs
-from tests.conftest import build_method, losses_on_fixed_views, train_in_process
+from tests.conftest import (
+    build_method,
+    check_prototype_koleo_knob,
+    losses_on_fixed_views,
+    train_in_process,
+)
 from tests.data.test_augment import lightly_parameters, recipe_parameters
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -467,3 +472,12 @@ def test_projection_layers_sets_the_heads_depth(layers: int) -> None:
     assert teacher == expected
     out = head(torch.randn(4, model.feature_dim))
     assert out.shape == (4, model.kwargs.projection_output_dim)
+
+
+def test_prototype_koleo_weight_adds_its_term_and_zero_changes_nothing() -> None:
+    """Govindarajan et al.'s KoLeo on the prototypes, shared with iBOT; refused below 0."""
+    views = build().views((uint8_batch(8), None), batch_idx=0)
+    prototype = "projection_head.last_layer.parametrizations.weight.original1"
+    check_prototype_koleo_knob(build, views, prototype)
+    with pytest.raises(UserError, match="prototype_koleo_weight' of dino must be in"):
+        build("method_kwargs.prototype_koleo_weight=-0.1")

@@ -14,7 +14,12 @@ from PIL import Image
 
 from ssl_syre.errors import UserError
 from ssl_syre.methods.swav import SwAV
-from tests.conftest import build_method, losses_on_fixed_views, train_in_process
+from tests.conftest import (
+    build_method,
+    check_prototype_koleo_knob,
+    losses_on_fixed_views,
+    train_in_process,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -147,3 +152,11 @@ def test_loss_falls_on_a_fixed_batch() -> None:
     views = model.views((uint8_batch(32), None), batch_idx=0)
     losses = losses_on_fixed_views(model, views, steps=8, lr=0.1)
     assert losses[-1] < losses[0] - 1.0, losses
+
+
+def test_prototype_koleo_weight_adds_its_term_and_zero_changes_nothing() -> None:
+    """Govindarajan et al.'s KoLeo on the prototypes, as DINO's; refused below 0."""
+    views = build().views((uint8_batch(8), None), batch_idx=0)
+    check_prototype_koleo_knob(build, views, "prototypes.heads.0.weight")
+    with pytest.raises(UserError, match="prototype_koleo_weight' of swav must be in"):
+        build("method_kwargs.prototype_koleo_weight=-0.1")
