@@ -35,15 +35,15 @@ from results_table import (
     decay_of,
     fmt,
     paired_table,
-    study_page,
     summarize,
     summarize_rows,
-    write_block,
+    write_study_table,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "benchmarks" / "configs"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
+DEFAULT_OUTPUT_DIR = ROOT / "runs" / "ablation"  # common_args.add_sweep's default
 # The table's rows in this order, then any other method with a config here (a new method
 # joins the study by adding benchmarks/configs/<name>.yaml; stress_*.yaml are not cells).
 ORDER = (
@@ -311,13 +311,17 @@ def paired_differences(table: dict[str, Any]) -> list[str]:
     return paired_table(title, ["method", "mode", "SyRe"], pairs, PAIRED_KEYS)
 
 
-def write_results(table: dict[str, Any]) -> None:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+def write_results(table: dict[str, Any], args: argparse.Namespace) -> None:
     name = f"ablation_{table['scale']}_steps{table['max_steps']}"
-    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(table, indent=2))
-    page = study_page(name, "ablation")
-    write_block(name, markdown(table), page)
-    print(f"wrote {RESULTS_DIR / (name + '.json')} and the {name} block of {page}")
+    write_study_table(
+        name,
+        "ablation",
+        table,
+        markdown(table),
+        args.output_dir,
+        DEFAULT_OUTPUT_DIR,
+        args.checkout_results,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -349,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         set_help="extra train.py overrides (key=value) for every cell",
         threads_help="OMP_NUM_THREADS for each cell (default: inherit)",
     )
+    common_args.add_checkout_results(parser)
     common_args.add_rerun(parser)
     parser.add_argument(
         "--table-seeds",
@@ -376,7 +381,7 @@ def main() -> None:
         return
     table = collect(args, max_steps)
     if table["rows"]:
-        write_results(table)
+        write_results(table, args)
         print(markdown(table))
 
 

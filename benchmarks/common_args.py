@@ -102,6 +102,16 @@ def add_rerun(
     parser.add_argument("--collect-only", action="store_true", help=collect_help)
 
 
+def add_checkout_results(parser: argparse.ArgumentParser) -> None:
+    """--checkout-results: put the table in the checkout's results pages even though the cells
+    live in another --output-dir (results_table.write_study_table)."""
+    parser.add_argument(
+        "--checkout-results",
+        action="store_true",
+        help="write the table into benchmarks/results/ even with another --output-dir",
+    )
+
+
 def add_results(parser: argparse.ArgumentParser, md_help: str | None = None) -> None:
     """--results (the JSON folder) and --results-md (the markdown page the table goes into;
     default: the study's page under benchmarks/results/, results_table.study_page)."""

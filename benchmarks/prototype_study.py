@@ -41,15 +41,15 @@ from results_table import (
     decay_of,
     fmt,
     paired,
-    study_page,
     summarize_rows,
-    write_block,
+    write_study_table,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's ssl_syre, to read which methods are registered
 CONFIGS = ROOT / "benchmarks" / "configs" / "prototypes"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
+DEFAULT_OUTPUT_DIR = ROOT / "runs" / "prototype_study"
 STUDY_METHODS = ("dino", "ibot", "dinov2", "swav")
 ARMS = ("decay0", "anchor", "koleo")
 KOLEO_KEY = "prototype_koleo_weight"
@@ -244,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument("--max-steps", type=int, help="override the scale's step budget")
     common_args.add_sweep(parser, "prototype_study", threads_help="OMP_NUM_THREADS per cell")
+    common_args.add_checkout_results(parser)
     common_args.add_rerun(parser)
     return parser
 
@@ -278,9 +279,15 @@ def main(argv: list[str] | None = None) -> None:
     table = collect(args, cells, max_steps)
     if table["rows"]:
         name = f"prototype_study_{args.scale}_steps{max_steps}"
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        (RESULTS_DIR / f"{name}.json").write_text(json.dumps(table, indent=2))
-        write_block(name, markdown(table), study_page(name, "prototype_study"))
+        write_study_table(
+            name,
+            "prototype_study",
+            table,
+            markdown(table),
+            args.output_dir,
+            DEFAULT_OUTPUT_DIR,
+            args.checkout_results,
+        )
         print(markdown(table))
 
 

@@ -7,6 +7,7 @@ rerun replaces its own block and leaves the hand-written text around it alone.
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,34 @@ def fmt(stats: dict[str, float] | None, digits: int = 1) -> str:
     if stats["n"] > 1:
         return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
     return f"{stats['mean']:.{digits}f}"
+
+
+def write_study_table(
+    name: str,
+    study: str,
+    table: dict[str, Any],
+    markdown: str,
+    output_dir: str | Path,
+    default_output_dir: str | Path,
+    checkout: bool = False,
+) -> Path:
+    """Write a study's table (JSON and its markdown block) where its cells say it belongs.
+
+    Cells in the study's default folder (runs/<study>: the documented command, rerun) update the
+    checkout's results pages; cells anywhere else (--output-dir) keep the table beside them, in
+    OUTPUT_DIR/<study>.md and OUTPUT_DIR/<name>.json, so a trial run never touches the checkout
+    unless `checkout` (--checkout-results) asks for it. Returns the page written.
+    """
+    if checkout or Path(output_dir).resolve() == Path(default_output_dir).resolve():
+        folder, page = RESULTS_PAGES, study_page(name, study)
+    else:
+        folder = Path(output_dir)
+        page = folder / f"{study}.md"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(table, indent=2))
+    write_block(name, markdown, page)
+    print(f"wrote {folder / (name + '.json')} and the {name} block of {page}")
+    return page
 
 
 def write_block(name: str, markdown: str, results_md: Path) -> None:

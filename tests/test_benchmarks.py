@@ -468,3 +468,26 @@ def test_syre_memory_reports_bytes_per_storage_into_a_temporary_directory(
     assert per_value == {"off": 4, "float32": 4, "bfloat16": 2, "float16": 2, "regenerate": 0}
     assert model["arms"]["off"]["ratio_vs_off"] == 1.0
     assert "| test_vit | 295,552 | regenerate | 0.0 |" in (folder / "syre_memory.md").read_text()
+
+
+def test_a_study_table_stays_beside_cells_in_another_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cells outside the study's default folder keep their table beside them; the checkout's
+    results pages change only for the default folder or --checkout-results."""
+    pages = tmp_path / "results"
+    monkeypatch.setattr(results_table, "RESULTS_PAGES", pages)
+    cells = tmp_path / "trial"
+    page = results_table.write_study_table(
+        "t_steps1", "t", {"rows": []}, "TABLE", cells, tmp_path / "runs" / "t"
+    )
+    assert page == cells / "t.md" and "TABLE" in page.read_text()
+    assert (cells / "t_steps1.json").is_file() and not pages.exists()
+    page = results_table.write_study_table(
+        "t_steps1", "t", {"rows": []}, "TABLE", cells, tmp_path / "runs" / "t", checkout=True
+    )
+    assert page == pages / "t.md" and (pages / "t_steps1.json").is_file()
+    page = results_table.write_study_table(
+        "u_steps1", "u", {}, "U", tmp_path / "runs" / "u", tmp_path / "runs" / "u"
+    )
+    assert page == pages / "u.md"
