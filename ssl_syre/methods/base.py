@@ -87,7 +87,9 @@ class SSLMethod(pl.LightningModule):
         backbone_kwargs = {
             **backbone_kwargs_for_size(cfg.backbone.name, info.image_size),
             **self.method_backbone_kwargs(),
-            **cfg.backbone.kwargs,
+            # Plain values: timm stores them in the export's config.json (a ListConfig from
+            # backbone.kwargs.channels=[...] is not JSON).
+            **OmegaConf.to_container(OmegaConf.create(dict(cfg.backbone.kwargs)), resolve=True),
         }
         self.backbone = create_backbone(
             cfg.backbone.name,

@@ -363,3 +363,17 @@ def test_export_weights_get_the_mode_the_umask_gives(mask: int, tmp_path: Path) 
         os.umask(previous)
     for name in ("model.safetensors", "config.json"):
         assert stat.S_IMODE((export / name).stat().st_mode) == 0o666 & ~mask, name
+
+
+def test_list_valued_backbone_kwargs_reach_the_export_as_json(tmp_path: Path) -> None:
+    """backbone.kwargs.channels=[...] from the command line is an omegaconf list: the export's
+    config.json (timm's json.dumps) must still be written, and timm rebuild the same widths."""
+    from tests.conftest import build_method
+
+    model, _ = build_method("simclr", "backbone.kwargs.channels=[16,24,24,40]")
+    assert model.backbone_kwargs["channels"] == [16, 24, 24, 40]
+    assert type(model.backbone_kwargs["channels"]) is list
+    out = export_backbone(model, tmp_path / "export")
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["model_args"]["channels"] == [16, 24, 24, 40]
+    assert load_backbone(out).num_features == 40
