@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import cells  # benchmarks/cells.py, beside this script: the one cell runner
-import common_args  # benchmarks/common_args.py, beside this script
+import common_args
+from omegaconf import OmegaConf  # benchmarks/common_args.py, beside this script
 from results_table import (
     cell_numbers,
     decay_of,
@@ -178,11 +179,23 @@ def train_cell(
     )
 
 
+def image_size_of(seed0_dir: Path) -> str:
+    """The image size a cell ran at ('native' unless data.image_size is set), from the resolved
+    config.yaml of any seed of it."""
+    configs = sorted(
+        seed0_dir.parent.glob(seed0_dir.name.replace("_seed0_", "_seed*_") + "/config.yaml")
+    )
+    if not configs:
+        return "native"
+    size = OmegaConf.load(configs[0]).get("data", {}).get("image_size")
+    return "native" if size is None else str(size)
+
+
 def collect(args: argparse.Namespace, max_steps: int) -> dict[str, Any]:
     """Mean and std over seeds for every (method, mode, sigma0) that has finished runs."""
     output_dir = Path(args.output_dir) / args.scale
     rows: list[dict[str, Any]] = []
-    raw: dict[str, dict[int, float]] = {}
+    raw: dict[str, dict[str, dict[int, float]]] = {}
     for method in METHODS:
         for mode in modes_of(method, args.modes):
             for sigma0 in [0.0, *args.sigma0]:
@@ -196,11 +209,13 @@ def collect(args: argparse.Namespace, max_steps: int) -> dict[str, Any]:
                         decay = decay_of(metrics)
                 if not per_seed:
                     continue
-                # Raw pixels depend only on the seed's data subset, not on the cell: once per seed.
+                # Raw pixels depend only on the seed's data subset and the image size (the ViT
+                # cells run at 32 px), not on the method: once per size and seed.
+                size = image_size_of(output_dir / run_name(method, mode, sigma0, 0, max_steps))
                 for key in ("knn200_raw_pixels", "knn20_raw_pixels"):
                     for seed, numbers in per_seed.items():
                         if key in numbers:
-                            raw.setdefault(key, {})[seed] = numbers[key]
+                            raw.setdefault(size, {}).setdefault(key, {})[seed] = numbers[key]
                 rows.append(
                     {
                         "method": method,
@@ -225,7 +240,10 @@ def collect(args: argparse.Namespace, max_steps: int) -> dict[str, Any]:
             "(ssl_syre.evaluation.collapse)",
         },
         "rows": rows,
-        "raw_pixels": {key: summarize(list(values.values())) for key, values in raw.items()},
+        "raw_pixels": {
+            size: {key: summarize(list(values.values())) for key, values in by_key.items()}
+            for size, by_key in sorted(raw.items(), key=lambda item: (item[0] != "native", item[0]))
+        },
     }
 
 
@@ -268,10 +286,14 @@ def markdown(table: dict[str, Any]) -> str:
             )
             + " |"
         )
-    raw = table["raw_pixels"]
-    if raw:
+    for size, raw in table["raw_pixels"].items():
+        label = (
+            "raw pixels (784-d)"
+            if size == "native"
+            else f"raw pixels at {size} px (the cells at {size} px)"
+        )
         lines.append(
-            f"| raw pixels (784-d) | - | - | same splits | {fmt(raw.get('knn200_raw_pixels'))} | "
+            f"| {label} | - | - | same splits | {fmt(raw.get('knn200_raw_pixels'))} | "
             f"{fmt(raw.get('knn20_raw_pixels'))} | - | - | - | - | - | - | - |"
         )
     full_bank = RESULTS_DIR / "raw_pixel_knn_fashion_mnist.json"

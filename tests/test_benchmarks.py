@@ -156,6 +156,36 @@ def test_ablation_pairs_each_sigma0_with_the_off_cell_of_its_mode(tmp_path: Path
     assert "| simclr | coupled | sigma0=0.3 | 0,1 | 3.5 ± 2.1 |" in text
 
 
+def test_ablation_keeps_raw_pixels_of_each_image_size_apart(tmp_path: Path) -> None:
+    """Raw pixels at 28 px and at 32 px (the ViT cells) are different baselines: one row each."""
+    import argparse
+
+    import ablation
+
+    args = argparse.Namespace(
+        output_dir=str(tmp_path),
+        scale="cpu",
+        modes=["coupled"],
+        sigma0=[],
+        table_seeds=None,
+        set=[],
+    )
+    for method, size, raw in (("simclr", None, 0.70), ("dcl", 32, 0.75)):
+        run_dir = tmp_path / "cpu" / ablation.run_name(method, "coupled", 0.0, 0, 300)
+        run_dir.mkdir(parents=True)
+        metrics = fake_metrics(0.5, "coupled", 0.0)
+        metrics["knn"].append({"features": "raw_pixels", "k": 200, "top1": raw})
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        (run_dir / "config.yaml").write_text(
+            f"data:\n  image_size: {'null' if size is None else size}\n"
+        )
+    table = ablation.collect(args, 300)
+    assert list(table["raw_pixels"]) == ["native", "32"]
+    text = ablation.markdown(table)
+    assert "| raw pixels (784-d) | - | - | same splits | 70.0 |" in text
+    assert "| raw pixels at 32 px (the cells at 32 px) | - | - | same splits | 75.0 |" in text
+
+
 def test_paper_table_pairs_each_arm_with_decay_toward_0_and_prints_the_paper(
     tmp_path: Path,
 ) -> None:
