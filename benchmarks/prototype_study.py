@@ -201,15 +201,20 @@ def collect(args: argparse.Namespace, cells: list, max_steps: int) -> dict[str, 
 
 
 def markdown(table: dict[str, Any]) -> str:
-    keys = [f"distinct@{t}" for t in THRESHOLDS] + ["knn200_backbone"]
+    keys = [f"distinct@{t}" for t in THRESHOLDS] + [
+        "knn200_backbone",
+        "knn20_backbone",
+        "rankme_projector",
+    ]
     lines = [
         f"Prototype study, scale {table['scale']}, {table['max_steps']} steps "
         "(benchmarks/prototype_study.py). Distinct prototypes of the [CLS] head at the end "
         "(cosine above t counts as one), kNN k=200 on the backbone; Δ: minus decay0, paired "
-        "by seed.",
+        "by seed. RankMe of the head's outputs (the K prototype scores): how many prototypes the "
+        "images actually spread over.",
         "",
         "| method | arm | decay | seeds | K | " + " | ".join(keys) + " | Δ distinct@0.95 | Δ kNN |",
-        "|" + "---|" * (9 + len(THRESHOLDS)),
+        "|" + "---|" * (7 + len(keys)),
     ]
     control = {r["method"]: r for r in table["rows"] if r["arm"] == "decay0"}
     for row in table["rows"]:
