@@ -9,6 +9,7 @@ run's own `error:` line when it printed one (a missing data set, say), else the 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -17,6 +18,28 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def clear_unfinished(run_dir: Path) -> None:
+    """Remove an unfinished cell's directory so it trains again, unless a live train.py still
+    holds its lock (RUN_DIR/.lock, an flock the OS drops when that process ends): two studies
+    started on one folder must not delete each other's running cells.
+    """
+    if not run_dir.exists():
+        return
+    lock = run_dir / ".lock"
+    if lock.is_file():
+        with lock.open("r") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = handle.read().strip() or "?"
+                raise SystemExit(
+                    f"error: {run_dir} is being trained by another process (pid {pid}); "
+                    "wait for it, or give this study another --output-dir"
+                ) from None
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    shutil.rmtree(run_dir)
 
 
 def run_cell(
@@ -48,8 +71,7 @@ def run_cell(
     print("$ " + " ".join(command), flush=True)
     if dry_run:
         return run_dir
-    if run_dir.exists():  # force, or a run interrupted before its metrics.json
-        shutil.rmtree(run_dir)
+    clear_unfinished(run_dir)  # force, or a run interrupted before its metrics.json
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)

@@ -521,3 +521,22 @@ def test_a_study_table_stays_beside_cells_in_another_folder(
         "u_steps1", "u", {}, "U", tmp_path / "runs" / "u", tmp_path / "runs" / "u"
     )
     assert page == pages / "u.md"
+
+
+def test_a_running_cell_is_never_cleared(tmp_path: Path) -> None:
+    """An unfinished cell is cleared to train again, but not while a live process holds its
+    lock: two studies on one folder must not delete each other's running cells."""
+    import fcntl
+
+    import cells
+
+    run_dir = tmp_path / "cell"
+    run_dir.mkdir()
+    (run_dir / ".lock").write_text("4242\n")
+    with (run_dir / ".lock").open("r") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(SystemExit, match="being trained by another process .pid 4242"):
+            cells.clear_unfinished(run_dir)
+        assert run_dir.is_dir()
+    cells.clear_unfinished(run_dir)  # the lock is free: an interrupted run, cleared
+    assert not run_dir.exists()
