@@ -54,6 +54,7 @@ STUDY_METHODS = ("dino", "ibot", "dinov2", "swav")
 ARMS = ("decay0", "anchor", "koleo")
 KOLEO_KEY = "prototype_koleo_weight"
 THRESHOLDS = ("0.9", "0.95", "0.99")
+CLS_LAYER = "projection_head.last_layer"
 
 SCALES: dict[str, dict[str, Any]] = {
     # 2 CPU cores: the configs' test_vit, 10k images, 300 steps of batch 256 (about 8 epochs,
@@ -163,8 +164,10 @@ def online_curve(metrics: dict[str, Any], layer: str) -> list[dict[str, float]]:
 def cell_record(metrics: dict[str, Any]) -> tuple[dict[str, float], list]:
     """A cell's numbers (kNN, final distinct counts of the [CLS] head) and its curve."""
     numbers = cell_numbers(metrics)
-    layer = "projection_head.last_layer"
-    final = metrics.get("prototypes", {}).get(layer, {})
+    layers = metrics.get("prototypes", {})
+    # The DINO family's [CLS] head; SwAV's one prototype layer is `prototypes`.
+    layer = next((name for name in (CLS_LAYER, "prototypes") if name in layers), CLS_LAYER)
+    final = layers.get(layer, {})
     for t in THRESHOLDS:
         if f"distinct@{t}" in final:
             numbers[f"distinct@{t}"] = float(final[f"distinct@{t}"])

@@ -141,3 +141,18 @@ def test_table_pairs_each_arm_with_decay_toward_zero(tmp_path: Path) -> None:
     anchor_row = next(line for line in text.splitlines() if "| anchor |" in line)
     assert "3050 ± 71" in anchor_row  # mean ± std of the final counts
     assert "1950.0 ± 70.7" in anchor_row and "1.0 ± 0.0" in anchor_row  # paired Δ
+
+
+def test_cell_record_reads_swavs_prototype_layer_as_well_as_the_dino_head() -> None:
+    """SwAV's prototypes are the layer `prototypes`, DINO's the head's `last_layer`: both count."""
+    counts = {"prototypes": 64, "distinct@0.9": 60, "distinct@0.95": 62, "distinct@0.99": 64}
+    base = {
+        "knn": [{"features": "backbone", "k": 200, "top1": 0.5}],
+        "linear_probe": [],
+        "collapse": [],
+        "run": {"wall_time_s": 1.0, "steps": 3},
+        "online": [],
+    }
+    for layer in ("prototypes", "projection_head.last_layer"):
+        numbers, _ = prototype_study.cell_record({**base, "prototypes": {layer: counts}})
+        assert numbers["distinct@0.9"] == 60 and numbers["prototypes"] == 64
