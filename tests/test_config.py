@@ -454,3 +454,19 @@ def test_a_config_path_that_is_a_directory_is_called_a_directory(tmp_path: Path)
     """Item 13: it was called missing."""
     message = error_of(str(tmp_path))
     assert "is a directory" in message and "does not exist" not in message
+
+
+def test_a_files_optimizer_stays_with_the_method_it_names() -> None:
+    """The quick start's SimCLR lr does not carry over to `method=mae` or `method=vicreg`: each
+    gets its own recipe's optimizer; the quick start itself keeps its own."""
+    default = str(ROOT / "configs" / "default.yaml")
+    quick = load_config(default).optimizer
+    assert quick.lr == 0.18 and quick.warmup_epochs == 1
+    for method in ("mae", "vicreg", "byol"):
+        with pytest.warns(UserWarning, match=f"optimizer settings are for simclr, not {method}"):
+            mine = load_config(default, [f"method={method}"]).optimizer
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bare = load_config(None, [f"method={method}"]).optimizer
+        assert mine == bare, method
+    assert load_config(default, ["method=mae", "optimizer.lr=0.001"]).optimizer.lr == 0.001

@@ -239,7 +239,12 @@ def test_resume_at_another_lr_runs_the_new_lr_and_metrics_say_so(
 ) -> None:
     """1 epoch at lr 0.03, resumed with optimizer.lr=0.6 max_epochs=2: epoch 2 runs the lr of a
     run at 0.6 from the start, and metrics.json records both stretches."""
-    args = [*FAST, f"output_dir={tmp_path}", "optimizer.scale_lr=false"]
+    args = [
+        *FAST,
+        f"output_dir={tmp_path}",
+        "optimizer.scale_lr=false",
+        "optimizer.warmup_epochs=0",
+    ]
     assert cli(capsys, *args, "run_name=whole", "optimizer.lr=0.6", "trainer.max_epochs=2")[0] == 0
     assert cli(capsys, *args, "run_name=part", "optimizer.lr=0.03", "trainer.max_epochs=1")[0] == 0
     code, stderr = cli(

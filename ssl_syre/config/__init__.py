@@ -7,6 +7,7 @@ train.py's --help in `usage`; this module merges them into a config and re-expor
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,8 @@ def load_config(
     layers = [export_as_section(layer) for layer in layers]
     try:
         cfg = OmegaConf.merge(schema, *layers)
+        layers = _without_other_methods_optimizer(layers, str(cfg.method), paths)
+        cfg = OmegaConf.merge(schema, *layers)
         # The method's own recipe (VICReg: LARS) under the files and overrides, over the schema.
         recipe = _method_defaults(str(cfg.method), layers)
         if recipe:
@@ -144,6 +147,31 @@ def load_config(
         raise UserError(f"config key '{missing[0]}' needs a value; add {missing[0]}=VALUE")
     validate(cfg)
     return cfg
+
+
+def _without_other_methods_optimizer(
+    layers: list[DictConfig], method: str, paths: list[str | Path]
+) -> list[DictConfig]:
+    """Drop the `optimizer` section of each file written for another method than the run's.
+
+    A file's optimizer is tuned for the method it names (the quick start's lr for SimCLR); with
+    `method=M` on the command line, M's own recipe (MAE's AdamW at 1.5e-4, VICReg's LARS) must
+    apply, not SimCLR's lr. Overrides (the last layer) always stay.
+    """
+    kept = []
+    for index, layer in enumerate(layers):
+        named = OmegaConf.select(layer, "method")
+        is_file = index < len(paths)
+        if is_file and named is not None and str(named) != method and "optimizer" in layer:
+            layer = OmegaConf.masked_copy(layer, [key for key in layer if key != "optimizer"])
+            warnings.warn(
+                f"{paths[index]}: its optimizer settings are for {named}, not {method}; "
+                f"{method} uses its own recipe's (set optimizer.* to change them)",
+                UserWarning,
+                stacklevel=3,
+            )
+        kept.append(layer)
+    return kept
 
 
 def _method_defaults(method: str, layers: list[DictConfig]) -> dict[str, Any]:

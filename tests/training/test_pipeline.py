@@ -293,7 +293,7 @@ def test_quick_start_config_is_the_default(monkeypatch: pytest.MonkeyPatch) -> N
     assert cfg.data.name == "fashion_mnist"
     assert f"`{cfg.backbone.name}`, {cfg.data.train_subset:,} Fashion-MNIST training" in readme
     assert f"images, {cfg.trainer.max_epochs} epochs" in readme.replace("\n", " ")
-    assert f"{steps} training steps of batch {cfg.data.batch_size}" in readme
+    assert f"{steps:,} training steps of batch {cfg.data.batch_size}" in readme
 
 
 @pytest.mark.parametrize(
