@@ -12,7 +12,8 @@ Run:
   python benchmarks/quickstart.py                                   # configs/default.yaml, seed 0
   python benchmarks/quickstart.py --seeds 0 1 2                     # the spread over seeds
   python benchmarks/quickstart.py --config configs/simclr_fashion_mnist_30min.yaml
-  python benchmarks/quickstart.py --config configs/default.yaml configs/simclr_fashion_mnist_30min.yaml --readme
+  python benchmarks/quickstart.py --config configs/default.yaml configs/simclr_fashion_mnist_30min.yaml \
+      --seeds 0 1 2 --first-seed-only configs/simclr_fashion_mnist_30min.yaml --readme --results
 """
 
 from __future__ import annotations
@@ -208,15 +209,26 @@ def readme_block(by_config: dict[str, list[dict[str, Any]]]) -> str:
     """The README's quick-start block: the first run's printed kNN table, every config's
     margins, and the command that wrote it."""
     first = next(iter(by_config.values()))[0]
-    seeds = " ".join(str(r["seed"]) for r in next(iter(by_config.values())))
+    first_records = next(iter(by_config.values()))
+    seeds = " ".join(str(r["seed"]) for r in first_records)
+    single = [c for c, rs in by_config.items() if len(rs) == 1 and len(first_records) > 1]
+    only = f" --first-seed-only {' '.join(single)}" if single else ""
     lines = ["```", *knn_lines(first["table"]), "```", *summary_rows(by_config)]
     lines.append(
-        f"(`python benchmarks/quickstart.py --config {' '.join(by_config)} --seeds {seeds} "
+        f"(`python benchmarks/quickstart.py --config {' '.join(by_config)} --seeds {seeds}{only} "
         f"--readme` wrote this: seed {first['seed']}'s run timed in a fresh process on "
         f"{first['cpus']} cores ({first.get('cpu', 'CPU not recorded')}), the load being the 1-minute average before it and its maximum "
         "during it; each seed's margin is against raw pixels on its own bank.)"
     )
     return "\n".join(lines)
+
+
+def seeds_of(config: str, args: argparse.Namespace) -> list[int]:
+    """The seeds a config runs: all of --seeds, or the first for a --first-seed-only config."""
+    unknown = set(args.first_seed_only) - set(args.config)
+    if unknown:
+        raise SystemExit(f"error: --first-seed-only {' '.join(sorted(unknown))} is not in --config")
+    return args.seeds[:1] if config in args.first_seed_only else list(args.seeds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="OMP_NUM_THREADS for train.py (default: torch's own)",
     )
+    parser.add_argument(
+        "--first-seed-only",
+        nargs="*",
+        default=[],
+        metavar="CONFIG",
+        help="configs (of --config) that run the first of --seeds only: the long ones",
+    )
     parser.add_argument("--force", action="store_true", help="rerun finished cells")
     parser.add_argument(
         "--readme", action="store_true", help="rewrite the README's quick-start block"
@@ -255,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = build_parser().parse_args()
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    by_config = {c: [run_cell(c, s, args) for s in args.seeds] for c in args.config}
+    by_config = {c: [run_cell(c, s, args) for s in seeds_of(c, args)] for c in args.config}
     table = "\n".join(summary_rows(by_config))
     print(table)
     (Path(args.output_dir) / "quickstart.json").write_text(json.dumps(by_config, indent=1))

@@ -84,6 +84,32 @@ def test_readme_block_holds_the_printed_table_the_margins_and_the_spread(tmp_pat
     assert "old" not in page.read_text() and "rest" in page.read_text()
 
 
+def test_a_long_config_runs_the_first_seed_only_and_the_block_says_so() -> None:
+    args = quickstart.build_parser().parse_args(
+        [
+            "--config",
+            "configs/default.yaml",
+            "configs/long.yaml",
+            "--seeds",
+            "0",
+            "1",
+            "2",
+            "--first-seed-only",
+            "configs/long.yaml",
+        ]
+    )
+    assert quickstart.seeds_of("configs/default.yaml", args) == [0, 1, 2]
+    assert quickstart.seeds_of("configs/long.yaml", args) == [0]
+    records = [_record(s, {200: 80.0}, {200: 75.7}) for s in (0, 1, 2)]
+    block = quickstart.readme_block(
+        {"configs/default.yaml": records, "configs/long.yaml": records[:1]}
+    )
+    assert "--seeds 0 1 2 --first-seed-only configs/long.yaml --readme" in block
+    args.first_seed_only = ["configs/typo.yaml"]
+    with pytest.raises(SystemExit, match="typo.yaml is not in --config"):
+        quickstart.seeds_of("configs/default.yaml", args)
+
+
 def test_the_readme_block_is_the_scripts_own() -> None:
     """The README's quick-start numbers come from the script, between its markers."""
     text = (ROOT / "README.md").read_text()
