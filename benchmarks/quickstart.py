@@ -216,9 +216,9 @@ def readme_block(by_config: dict[str, list[dict[str, Any]]]) -> str:
     lines = ["```", *knn_lines(first["table"]), "```", *summary_rows(by_config)]
     lines.append(
         f"(`python benchmarks/quickstart.py --config {' '.join(by_config)} --seeds {seeds}{only} "
-        f"--readme` wrote this: seed {first['seed']}'s run timed in a fresh process on "
-        f"{first['cpus']} cores ({first.get('cpu', 'CPU not recorded')}), the load being the 1-minute average before it and its maximum "
-        "during it; each seed's margin is against raw pixels on its own bank.)"
+        f"--readme` wrote this: seed {first['seed']} of each config timed in a fresh process on "
+        f"{first['cpus']} cores ({first.get('cpu', 'CPU not recorded')}); load: the 1-minute "
+        "average before, the maximum during; margins against raw pixels on each seed's bank.)"
     )
     return "\n".join(lines)
 
