@@ -12,7 +12,7 @@ unless --force, so an interrupted table resumes.
 
 Run:
   python benchmarks/ablation.py                                  # whole table, CPU scale
-  python benchmarks/ablation.py --scale cpu_small --threads 1    # all methods, small protocol
+  python benchmarks/ablation.py --scale cpu_small --threads 1 --jobs 2   # small protocol, 2 at once
   python benchmarks/ablation.py --sigma0 0.01 0.1 0.3 1.0 --modes coupled   # a sigma0 sweep
   python benchmarks/ablation.py --method simclr --syre on --seed 0   # one cell per mode
   python benchmarks/ablation.py --seeds 0 --max-steps 100        # a reduced budget
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -375,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         set_help="extra train.py overrides (key=value) for every cell",
         threads_help="OMP_NUM_THREADS for each cell (default: inherit)",
     )
+    common_args.add_jobs(parser)
     common_args.add_checkout_results(parser)
     common_args.add_rerun(parser)
     parser.add_argument(
@@ -394,11 +396,14 @@ def main() -> None:
         on = [s for s in args.sigma0 if s > 0]
         sigma0s = {"on": on, "off": [0.0], "both": [0.0, *on]}[args.syre]
         # Seed-major order: a partial table already covers every method and both SyRe settings.
-        for seed in args.seeds:
-            for method in args.method:
-                for mode in modes_of(method, args.modes):
-                    for sigma0 in sigma0s:
-                        train_cell(method, mode, sigma0, seed, args, max_steps)
+        tasks = [
+            partial(train_cell, method, mode, sigma0, seed, args, max_steps)
+            for seed in args.seeds
+            for method in args.method
+            for mode in modes_of(method, args.modes)
+            for sigma0 in sigma0s
+        ]
+        cells.run_cells(tasks, args.jobs)
     if args.dry_run:
         return
     table = collect(args, max_steps)

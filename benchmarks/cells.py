@@ -15,6 +15,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,3 +90,21 @@ def run_cell(
         raise SystemExit(f"cell failed (exit {done.returncode}), log {log}:\n{text[-2000:]}")
     print(f"done in {time.time() - started:.0f} s: {run_dir}", flush=True)
     return run_dir
+
+
+def run_cells(tasks: list[Callable[[], Path]], jobs: int = 1) -> list[Path]:
+    """Run cell tasks (each a `run_cell` call), `jobs` at a time, started in the given order.
+
+    Each cell is its own train.py process, so threads here only wait on them. The first
+    failure is raised once the cells already running end; the cells not yet started are not.
+    """
+    if jobs <= 1:
+        return [task() for task in tasks]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(task) for task in tasks]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise

@@ -89,6 +89,13 @@ def add_sweep(
     add_threads(parser, help=threads_help)
 
 
+def add_jobs(parser: argparse.ArgumentParser) -> None:
+    """--jobs: how many cells train at once (with --threads 1, one per core)."""
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="cells trained at once (e.g. 2 with --threads 1)"
+    )
+
+
 def add_rerun(
     parser: argparse.ArgumentParser,
     force_help: str | None = "rerun finished cells",

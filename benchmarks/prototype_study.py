@@ -20,7 +20,7 @@ markers) and benchmarks/results/ (with the curves).
 
 Run:
   python benchmarks/prototype_study.py --dry-run              # list the cells
-  python benchmarks/prototype_study.py --threads 1            # CPU scale, 3 seeds
+  python benchmarks/prototype_study.py --threads 1 --jobs 2   # CPU scale, 3 seeds, 2 cells at once
   python benchmarks/prototype_study.py --scale gpu            # CIFAR-100, ViT-S/4, K = 65536
   python benchmarks/prototype_study.py --collect-only         # rebuild the table
 """
@@ -31,11 +31,13 @@ import argparse
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import ablation  # benchmarks/ablation.py, beside this script
 import common_args
+from cells import run_cells
 from results_table import (
     cell_numbers,
     decay_of,
@@ -252,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument("--max-steps", type=int, help="override the scale's step budget")
     common_args.add_sweep(parser, "prototype_study", threads_help="OMP_NUM_THREADS per cell")
+    common_args.add_jobs(parser)
     common_args.add_checkout_results(parser)
     common_args.add_rerun(parser)
     return parser
@@ -270,18 +273,22 @@ def main(argv: list[str] | None = None) -> None:
         check_gpu_scale(cells, args)
     if not args.collect_only:
         overrides = SCALES[args.scale]["overrides"]
-        for seed in args.seeds:  # seed-major: a partial table already pairs every arm
-            for method, arm, config, sigma0, extra in cells:
-                ablation.train_cell(
-                    method,
-                    mode_of(config),
-                    sigma0,
-                    seed,
-                    arm_args(args, arm, extra),
-                    max_steps,
-                    config=config,
-                    scale_overrides=overrides,
-                )
+        tasks = [  # seed-major: a partial table already pairs every arm
+            partial(
+                ablation.train_cell,
+                method,
+                mode_of(config),
+                sigma0,
+                seed,
+                arm_args(args, arm, extra),
+                max_steps,
+                config=config,
+                scale_overrides=overrides,
+            )
+            for seed in args.seeds
+            for method, arm, config, sigma0, extra in cells
+        ]
+        run_cells(tasks, args.jobs)
     if args.dry_run:
         return
     table = collect(args, cells, max_steps)

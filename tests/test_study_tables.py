@@ -87,3 +87,65 @@ def test_a_running_cell_is_never_cleared(tmp_path: Path) -> None:
         assert run_dir.is_dir()
     cells.clear_unfinished(run_dir)  # the lock is free: an interrupted run, cleared
     assert not run_dir.exists()
+
+
+def test_cells_run_in_order_or_several_at_once_and_a_failure_stops_the_study(
+    tmp_path: Path,
+) -> None:
+    """--jobs N: N cells train at once (a barrier that needs two waiters passes only then);
+    one cell at a time keeps the order; a failed cell's error reaches the study."""
+    import threading
+
+    import cells
+
+    order: list[int] = []
+
+    def cell(i: int, barrier: threading.Barrier | None = None) -> Path:
+        if barrier is not None:
+            barrier.wait(timeout=10)  # BrokenBarrierError unless a second cell runs meanwhile
+        order.append(i)
+        return tmp_path / str(i)
+
+    assert cells.run_cells([lambda i=i: cell(i) for i in range(3)]) == [
+        tmp_path / "0",
+        tmp_path / "1",
+        tmp_path / "2",
+    ]
+    assert order == [0, 1, 2]
+    barrier = threading.Barrier(2)
+    assert cells.run_cells([lambda i=i: cell(i, barrier) for i in range(2)], jobs=2) == [
+        tmp_path / "0",
+        tmp_path / "1",
+    ]
+    with pytest.raises(threading.BrokenBarrierError):  # one at a time: the barrier never fills
+        cells.run_cells([lambda: cell(9, threading.Barrier(2)) for _ in range(2)], jobs=1)
+
+    def broken() -> Path:
+        raise SystemExit("error: data set missing (cell x)")
+
+    with pytest.raises(SystemExit, match="data set missing"):
+        cells.run_cells([broken, lambda: cell(5)], jobs=2)
+
+
+def test_the_studies_run_their_cells_through_jobs(tmp_path: Path, monkeypatch) -> None:
+    """ablation.py and prototype_study.py hand every planned cell to run_cells with --jobs."""
+    import ablation
+    import prototype_study
+
+    seen: list[tuple[int, int]] = []
+    monkeypatch.setattr(
+        ablation.cells, "run_cells", lambda tasks, jobs: seen.append((len(tasks), jobs)) or []
+    )
+    monkeypatch.setattr(
+        prototype_study, "run_cells", lambda tasks, jobs: seen.append((len(tasks), jobs)) or []
+    )
+    monkeypatch.setattr(ablation, "collect", lambda args, max_steps: {"rows": []})
+    monkeypatch.setattr(prototype_study, "collect", lambda args, cells, max_steps: {"rows": []})
+    out = ["--output-dir", str(tmp_path)]
+    monkeypatch.setattr(
+        sys, "argv", ["ablation.py", "--method", "simclr", "--seeds", "0", "1", "--jobs", "2", *out]
+    )
+    ablation.main()
+    prototype_study.main(["--method", "dino", "swav", "--seeds", "0", "--jobs", "3", *out])
+    modes = len(ablation.modes_of("simclr", ablation.build_parser().parse_args([]).modes))
+    assert seen == [(2 * modes * 2, 2), (2 * 3, 3)]  # seeds x modes x (off, on); methods x arms
