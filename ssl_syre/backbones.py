@@ -1,4 +1,4 @@
-"""Backbone factory: any timm model as a feature extractor, with an optional small-image stem."""
+"""Backbone factory: any timm model as a feature extractor, with optional small-image stems."""
 
 from __future__ import annotations
 
@@ -35,10 +35,53 @@ def apply_small_image_stem(model: nn.Module) -> nn.Module:
     return model
 
 
+def drop_stem_max_pool(model: nn.Module) -> nn.Module:
+    """Drop a ResNet's stem max-pool and keep its strided first conv (for 28x28 inputs).
+
+    The first stage then sees a 14x14 map instead of 7x7 at 28 px, for about twice the step
+    time: the quick start's best use of that time (benchmarks/results/quickstart.md). timm has
+    no argument for it either (`replace_stem_pool` swaps the pool for a strided conv).
+    """
+    if not hasattr(model, "maxpool"):
+        raise UserError(
+            f"backbone.stem_max_pool=false needs a timm ResNet (with a maxpool), "
+            f"not {type(model).__name__}; set backbone.stem_max_pool=true"
+        )
+    model.maxpool = nn.Identity()
+    return model
+
+
+def custom_stem(small_image_stem: bool = False, stem_max_pool: bool = True) -> dict[str, bool]:
+    """The stem settings that differ from timm's own stem, as export model arguments.
+
+    timm does not know these keys, so `timm.create_model("local-dir:...")` refuses such an
+    export ("unexpected keyword argument") rather than building the wrong stem silently; an
+    empty dict means timm alone rebuilds the backbone.
+    """
+    args: dict[str, bool] = {}
+    if small_image_stem:
+        args["small_image_stem"] = True
+    if not stem_max_pool:
+        args["stem_max_pool"] = False
+    return args
+
+
+def apply_custom_stem(
+    model: nn.Module, small_image_stem: bool = False, stem_max_pool: bool = True
+) -> nn.Module:
+    """Apply the stems timm cannot express (`custom_stem`'s settings) to a timm model."""
+    if small_image_stem:
+        apply_small_image_stem(model)
+    if not stem_max_pool:
+        drop_stem_max_pool(model)
+    return model
+
+
 def create_backbone(
     name: str,
     in_chans: int = 3,
     small_image_stem: bool = False,
+    stem_max_pool: bool = True,
     pretrained: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
@@ -48,6 +91,7 @@ def create_backbone(
         name: any name from `timm.list_models()`.
         in_chans: input channels of the data (1 for Fashion-MNIST).
         small_image_stem: see `apply_small_image_stem`.
+        stem_max_pool: False drops a ResNet's stem max-pool, see `drop_stem_max_pool`.
         pretrained: load timm's pretrained weights (needs internet or a local HF cache).
         kwargs: passed to `timm.create_model` (img_size for ViTs, drop_path_rate, ...).
     """
@@ -63,9 +107,7 @@ def create_backbone(
         if "Unknown model" in str(error):
             raise UserError(f"unknown backbone.name '{name}'") from None
         raise
-    if small_image_stem:
-        apply_small_image_stem(model)
-    return model
+    return apply_custom_stem(model, small_image_stem, stem_max_pool)
 
 
 def patch_embed_of(model: nn.Module) -> PatchEmbed | None:

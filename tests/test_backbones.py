@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ssl_syre.backbones import create_backbone
 from ssl_syre.config import load_config
 from ssl_syre.data import data_info
 from ssl_syre.errors import UserError
@@ -68,3 +69,20 @@ def test_a_vit_at_32_px_trains_evaluates_and_exports(tmp_path: Path, one_thread:
         exported["architecture"] == "test_vit"
         and exported["pretrained_cfg"]["input_size"][-1] == 32
     )
+
+
+def test_stem_max_pool_false_doubles_the_first_stage_map_and_keeps_the_weights() -> None:
+    images = torch.randn(2, 1, 28, 28)
+    pooled = create_backbone("test_resnet", in_chans=1)
+    unpooled = create_backbone("test_resnet", in_chans=1, stem_max_pool=False)
+    # Same parameters (the pool has none); test_resnet's 28-px input reaches stage 1 at 14x14
+    # instead of 7x7, so its last map is 2x2 instead of 1x1.
+    assert pooled.state_dict().keys() == unpooled.state_dict().keys()
+    assert pooled.forward_features(images).shape[-2:] == (1, 1)
+    assert unpooled.forward_features(images).shape[-2:] == (2, 2)
+    assert isinstance(unpooled.maxpool, torch.nn.Identity)
+
+
+def test_stem_max_pool_false_on_a_model_without_one_names_the_fix() -> None:
+    with pytest.raises(UserError, match="set backbone.stem_max_pool=true"):
+        create_backbone("test_vit", in_chans=1, stem_max_pool=False)

@@ -19,6 +19,9 @@ class BackboneConfig:
     # 3x3 stride-1 first conv and no max-pool on ResNets: the recipe for 32x32 images
     # (a 7x7 stem with max-pool caps SimCLR near 0.76 kNN on CIFAR-10, lightly #1419).
     small_image_stem: bool = False
+    # false drops a ResNet's stem max-pool but keeps its strided conv: a 14x14 first stage at
+    # 28 px for about twice the step time (the quick start's test_resnet).
+    stem_max_pool: bool = True
     # NHWC weights (torch.channels_last): faster convolutions on GPUs with tensor cores,
     # especially under bf16-mixed; same results. Exports are written contiguous either way.
     channels_last: bool = False

@@ -191,6 +191,7 @@ def _loaded_from_export(export_dir: Path, overrides: list[str]) -> LoadedModel:
         "backbone": {
             "name": section.get("backbone", "resnet18"),
             "small_image_stem": bool(section.get("small_image_stem", False)),
+            "stem_max_pool": bool(section.get("stem_max_pool", True)),
         },
         "syre": _dataclass_keys(SyReConfig, section.get("syre") or {}),
         "data": _dataclass_keys(DataConfig, section.get("data") or {}),

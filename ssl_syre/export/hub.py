@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from ssl_syre.backbones import custom_stem
 from ssl_syre.errors import UserError
 from ssl_syre.export import (
     EXPORT_KEY,
@@ -46,7 +47,7 @@ def check_push_settings(cfg: DictConfig) -> None:
 
     Raises:
         UserError: a malformed repository id, a push without an export, or a backbone with
-            the small-image stem, which timm alone cannot rebuild from the Hub.
+            a stem timm alone cannot rebuild from the Hub (`custom_stem`).
     """
     repo = cfg.export.push_to_hub
     if repo is None:
@@ -54,11 +55,13 @@ def check_push_settings(cfg: DictConfig) -> None:
     check_repo_id(repo, "export.push_to_hub")
     if not cfg.export.enabled:
         raise UserError("export.push_to_hub needs export.enabled=true: it pushes the export")
-    if cfg.backbone.small_image_stem:
+    stem = custom_stem(cfg.backbone.small_image_stem, cfg.backbone.stem_max_pool)
+    if stem:
+        setting = ", ".join(f"backbone.{key}={str(value).lower()}" for key, value in stem.items())
         raise UserError(
-            "export.push_to_hub: timm alone cannot build the small-image stem "
-            "(backbone.small_image_stem=true), so timm.create_model('hf-hub:...') would refuse "
-            "the upload; share the export folder instead, or drop export.push_to_hub"
+            f"export.push_to_hub: timm alone cannot build this stem ({setting}), so "
+            "timm.create_model('hf-hub:...') would refuse the upload; share the export folder "
+            "instead, or drop export.push_to_hub"
         )
 
 
@@ -184,13 +187,18 @@ def push_export(export_dir: str | Path, repo_id: str, private: bool = False) -> 
     check_repo_id(repo_id, "--push-to-hub")
     config = read_export_config(export_dir)
     model_args = dict(config.get("model_args") or {})
-    if model_args.get("small_image_stem") or config.get(EXPORT_KEY, {}).get("small_image_stem"):
+    section = config.get(EXPORT_KEY, {})
+    if custom_stem(
+        bool(model_args.get("small_image_stem") or section.get("small_image_stem")),
+        bool(model_args.get("stem_max_pool", True) and section.get("stem_max_pool", True)),
+    ):
         raise UserError(
-            f"'{export_dir}' has the small-image stem, which timm alone cannot build, so "
-            "timm.create_model('hf-hub:...') would refuse it; share the export folder instead"
+            f"'{export_dir}' has a stem timm alone cannot build (small-image stem or no stem "
+            "max-pool), so timm.create_model('hf-hub:...') would refuse it; share the export "
+            "folder instead"
         )
     backbone = load_backbone(export_dir)
-    return push_backbone(backbone, repo_id, config, config.get(EXPORT_KEY, {}), export_dir, private)
+    return push_backbone(backbone, repo_id, config, section, export_dir, private)
 
 
 def export_and_push(path: Path, out: str | None, repo_id: str, private: bool) -> str:

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from ssl_syre.backbones import apply_small_image_stem
+from ssl_syre.backbones import apply_custom_stem
 from ssl_syre.errors import UserError
 
 if TYPE_CHECKING:
@@ -94,10 +94,10 @@ def read_export_config(export_dir: str | Path) -> dict[str, Any]:
 
 
 def load_backbone(export_dir: str | Path) -> nn.Module:
-    """Rebuild an exported backbone, including stems timm cannot express (small_image_stem).
+    """Rebuild an exported backbone, including stems timm cannot express (`custom_stem`).
 
-    Equivalent to `timm.create_model("local-dir:DIR", pretrained=True)` for exports without
-    the small-image stem. Weights are read with safetensors (no pickle); the model is
+    Equivalent to `timm.create_model("local-dir:DIR", pretrained=True)` for exports with
+    timm's own stem. Weights are read with safetensors (no pickle); the model is
     returned in eval mode.
 
     Raises:
@@ -126,6 +126,9 @@ def load_backbone(export_dir: str | Path) -> nn.Module:
     small_image_stem = bool(model_args.pop("small_image_stem", False)) or bool(
         section.get("small_image_stem")
     )
+    stem_max_pool = bool(model_args.pop("stem_max_pool", True)) and bool(
+        section.get("stem_max_pool", True)
+    )
     try:
         model = timm.create_model(
             config["architecture"],
@@ -140,8 +143,7 @@ def load_backbone(export_dir: str | Path) -> nn.Module:
             f"'{export_dir / 'config.json'}' describes it ({str(error).splitlines()[0][:160]}); "
             "use the timm version that trained it, or re-export the checkpoint"
         ) from None
-    if small_image_stem:
-        apply_small_image_stem(model)
+    apply_custom_stem(model, small_image_stem, stem_max_pool)
     try:
         state_dict = load_file(str(weights))
     except Exception as error:  # safetensors' SafetensorError: truncated, empty, not safetensors

@@ -15,6 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ssl_syre.atomic_write import publish, staging_folder
+from ssl_syre.backbones import custom_stem
 from ssl_syre.errors import UserError
 from ssl_syre.export.load import (
     EXPORT_KEY,
@@ -55,10 +56,12 @@ def export_backbone(
         "crop_mode": "center",
     }
     small_image_stem = bool(cfg.backbone.small_image_stem)
+    stem = custom_stem(small_image_stem, bool(cfg.backbone.stem_max_pool))
     section = {
         "method": cfg.method,
         "backbone": cfg.backbone.name,
         "small_image_stem": small_image_stem,
+        "stem_max_pool": bool(cfg.backbone.stem_max_pool),
         "in_chans": info.in_chans,
         "syre": OmegaConf.to_container(cfg.syre, resolve=True),
         # The whole data section (root, subsets, ...) so that eval/knn.py can rebuild the
@@ -75,11 +78,10 @@ def export_backbone(
     }
     section = json.loads(json.dumps(section, default=str))  # plain JSON types only
     model_args = {"in_chans": info.in_chans, **dict(model.backbone_kwargs)}
-    if small_image_stem:
-        # Not a timm argument: timm.create_model("local-dir:...") then fails with "unexpected
-        # keyword argument 'small_image_stem'" rather than silently building the wrong stem
-        # (test_resnet's stem has the same weight shapes either way).
-        model_args["small_image_stem"] = True
+    # Not timm arguments: timm.create_model("local-dir:...") then fails with "unexpected
+    # keyword argument 'small_image_stem'" (or 'stem_max_pool') rather than silently building
+    # the wrong stem (the weight shapes are the same either way).
+    model_args.update(stem)
     # Written whole or not at all: timm writes into a staging folder beside out_dir, whose
     # files then replace the export's one by one (config.json last), each by a rename.
     staging = staging_folder(out_dir.parent, out_dir.name)

@@ -95,6 +95,7 @@ class SSLMethod(pl.LightningModule):
             cfg.backbone.name,
             in_chans=info.in_chans,
             small_image_stem=cfg.backbone.small_image_stem,
+            stem_max_pool=cfg.backbone.stem_max_pool,
             **backbone_kwargs,
         )
         check_input_size(self.backbone, cfg.backbone.name, info.image_size)

@@ -120,6 +120,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     stem, _ = tiny_method("backbone.small_image_stem=true")
     export_backbone(stem, root / "stem")
+    nopool, _ = tiny_method("backbone.stem_max_pool=false")
+    export_backbone(nopool, root / "nopool")
 
     jobs = {
         "resnet": {
@@ -136,6 +138,11 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "export": str(root / "stem"),
             "inputs": str(root / "vit_inputs.npy"),
             "out": str(root / "stem.npy"),
+        },
+        "nopool": {
+            "export": str(root / "nopool"),
+            "inputs": str(root / "vit_inputs.npy"),
+            "out": str(root / "nopool.npy"),
         },
     }
     done = subprocess.run(
@@ -155,6 +162,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "vit": vit,
         "vit_inputs": vit_inputs,
         "stem": stem,
+        "nopool": nopool,
     }
 
 
@@ -197,6 +205,24 @@ def test_small_image_stem_is_refused_by_timm_and_rebuilt_by_load_backbone(export
         rtol=0,
     )
     assert isinstance(rebuilt.maxpool, torch.nn.Identity)
+
+
+def test_a_stem_without_max_pool_is_refused_by_timm_and_rebuilt_by_load_backbone(
+    exported: dict,
+) -> None:
+    # backbone.stem_max_pool=false keeps timm's strided stem conv and drops its max-pool: the
+    # same weights as timm's stem, so timm must refuse rather than build the pooled one.
+    assert "stem_max_pool" in exported["timm"]["nopool"]["error"], exported["timm"]["nopool"]
+    inputs = exported["vit_inputs"][:, :, :16, :16].contiguous()
+    rebuilt = load_backbone(exported["root"] / "nopool")
+    np.testing.assert_allclose(
+        backbone_features(rebuilt, inputs),
+        backbone_features(exported["nopool"].backbone, inputs),
+        atol=1e-5,
+        rtol=0,
+    )
+    assert isinstance(rebuilt.maxpool, torch.nn.Identity)
+    assert rebuilt.conv1[0].stride == (2, 2)  # test_resnet's deep stem keeps its stride
 
 
 def test_config_json_records_the_run_and_weights_are_safetensors_only(exported: dict) -> None:

@@ -122,16 +122,19 @@ def test_bad_repository_ids(repo: str) -> None:
 
 def test_config_checks_of_push_to_hub() -> None:
     assert load_config(None, ["export.push_to_hub=me/model"]).export.push_to_hub == "me/model"
-    with pytest.raises(UserError, match="small-image stem"):
+    with pytest.raises(UserError, match=r"this stem \(backbone.small_image_stem=true\)"):
         load_config(None, ["export.push_to_hub=me/model", "backbone.small_image_stem=true"])
+    with pytest.raises(UserError, match=r"this stem \(backbone.stem_max_pool=false\)"):
+        load_config(None, ["export.push_to_hub=me/model", "backbone.stem_max_pool=false"])
     with pytest.raises(UserError, match="needs export.enabled=true"):
         load_config(None, ["export.push_to_hub=me/model", "export.enabled=false"])
     with pytest.raises(UserError, match="export.push_to_hub='nope' is not a Hub repository id"):
         load_config(None, ["export.push_to_hub=nope"])
 
 
-def test_the_small_image_stem_is_not_pushed(tmp_path: Path, fake_hub: dict) -> None:
-    model, _ = build_method("simclr", "backbone.small_image_stem=true")
+@pytest.mark.parametrize("stem", ["small_image_stem=true", "stem_max_pool=false"])
+def test_stems_timm_cannot_build_are_not_pushed(tmp_path: Path, fake_hub: dict, stem: str) -> None:
+    model, _ = build_method("simclr", f"backbone.{stem}")
     export = export_backbone(model, tmp_path / "export")
     with pytest.raises(UserError, match="timm alone cannot build"):
         push_export(export, "someone/tiny")
