@@ -191,38 +191,28 @@ def test_timm_alone_rebuilds_a_vit_with_its_image_size(exported: dict) -> None:
     np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
 
 
-def test_small_image_stem_is_refused_by_timm_and_rebuilt_by_load_backbone(exported: dict) -> None:
-    # timm has no argument for a stride-1 stem without max-pool; for test_resnet the weights
-    # would even fit the default stem. The export makes timm fail loudly instead.
-    error = exported["timm"]["stem"]["error"]
-    assert "small_image_stem" in error, error
-    inputs = exported["vit_inputs"][:, :, :16, :16].contiguous()
-    rebuilt = load_backbone(exported["root"] / "stem")
-    np.testing.assert_allclose(
-        backbone_features(rebuilt, inputs),
-        backbone_features(exported["stem"].backbone, inputs),
-        atol=1e-5,
-        rtol=0,
-    )
-    assert isinstance(rebuilt.maxpool, torch.nn.Identity)
-
-
-def test_a_stem_without_max_pool_is_refused_by_timm_and_rebuilt_by_load_backbone(
-    exported: dict,
+@pytest.mark.parametrize(
+    ("export", "key", "first_stride"),
+    [("stem", "small_image_stem", (1, 1)), ("nopool", "stem_max_pool", (2, 2))],
+)
+def test_stems_timm_cannot_express_are_refused_by_timm_and_rebuilt_by_load_backbone(
+    exported: dict, export: str, key: str, first_stride: tuple[int, int]
 ) -> None:
-    # backbone.stem_max_pool=false keeps timm's strided stem conv and drops its max-pool: the
-    # same weights as timm's stem, so timm must refuse rather than build the pooled one.
-    assert "stem_max_pool" in exported["timm"]["nopool"]["error"], exported["timm"]["nopool"]
+    # timm has no argument for a stride-1 stem without max-pool (small_image_stem) nor for its
+    # own strided stem without the max-pool (stem_max_pool=false); test_resnet's weights would
+    # fit its default stem either way. The export makes timm fail loudly instead.
+    error = exported["timm"][export]["error"]
+    assert key in error, error
     inputs = exported["vit_inputs"][:, :, :16, :16].contiguous()
-    rebuilt = load_backbone(exported["root"] / "nopool")
+    rebuilt = load_backbone(exported["root"] / export)
     np.testing.assert_allclose(
         backbone_features(rebuilt, inputs),
-        backbone_features(exported["nopool"].backbone, inputs),
+        backbone_features(exported[export].backbone, inputs),
         atol=1e-5,
         rtol=0,
     )
     assert isinstance(rebuilt.maxpool, torch.nn.Identity)
-    assert rebuilt.conv1[0].stride == (2, 2)  # test_resnet's deep stem keeps its stride
+    assert rebuilt.conv1[0].stride == first_stride  # test_resnet's deep stem: conv1 is a Sequential
 
 
 def test_config_json_records_the_run_and_weights_are_safetensors_only(exported: dict) -> None:
