@@ -40,14 +40,12 @@ def drop_stem_max_pool(model: nn.Module) -> nn.Module:
 
     The first stage then sees a 14x14 map instead of 7x7 at 28 px, for about twice the step
     time: the quick start's best use of that time (benchmarks/results/quickstart.md). timm has
-    no argument for it either (`replace_stem_pool` swaps the pool for a strided conv).
+    no argument for it either (`replace_stem_pool` swaps the pool for a strided conv). A backbone
+    without a stem max-pool (a ViT, as `python train.py method=mae` builds on the quick start's
+    config) has nothing to drop and is left as it is.
     """
-    if not hasattr(model, "maxpool"):
-        raise UserError(
-            f"backbone.stem_max_pool=false needs a timm ResNet (with a maxpool), "
-            f"not {type(model).__name__}; set backbone.stem_max_pool=true"
-        )
-    model.maxpool = nn.Identity()
+    if hasattr(model, "maxpool"):
+        model.maxpool = nn.Identity()
     return model
 
 

@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
 from ssl_syre.backbones import (
+    apply_custom_stem,
     backbone_kwargs_for_size,
     check_input_size,
     create_backbone,
@@ -92,13 +93,12 @@ class SSLMethod(pl.LightningModule):
             **OmegaConf.to_container(OmegaConf.create(dict(cfg.backbone.kwargs)), resolve=True),
         }
         self.backbone = create_backbone(
-            cfg.backbone.name,
-            in_chans=info.in_chans,
-            small_image_stem=cfg.backbone.small_image_stem,
-            stem_max_pool=cfg.backbone.stem_max_pool,
-            **backbone_kwargs,
+            cfg.backbone.name, in_chans=info.in_chans, **backbone_kwargs
         )
+        # The image size first: a ViT that cannot cut the images is the more basic mistake
+        # than a ResNet stem setting (the quick start's stem_max_pool=false) it does not have.
         check_input_size(self.backbone, cfg.backbone.name, info.image_size)
+        apply_custom_stem(self.backbone, cfg.backbone.small_image_stem, cfg.backbone.stem_max_pool)
         if cfg.backbone.channels_last:
             # Convolutions follow the weights' memory format, so inputs need no conversion;
             # Lightning's later .to(device) keeps the format.
