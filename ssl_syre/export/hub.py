@@ -24,6 +24,7 @@ from ssl_syre.export import (
     load_backbone,
     read_export_config,
 )
+from ssl_syre.export.load import exported_stem
 from ssl_syre.training.run_dir import EXPORT, last_checkpoint, run_dir_of
 
 # The Hub's rule for repository ids: owner/name, letters, digits, '-', '_', '.'.
@@ -188,10 +189,7 @@ def push_export(export_dir: str | Path, repo_id: str, private: bool = False) -> 
     config = read_export_config(export_dir)
     model_args = dict(config.get("model_args") or {})
     section = config.get(EXPORT_KEY, {})
-    if custom_stem(
-        bool(model_args.get("small_image_stem") or section.get("small_image_stem")),
-        bool(model_args.get("stem_max_pool", True) and section.get("stem_max_pool", True)),
-    ):
+    if exported_stem(model_args, section):
         raise UserError(
             f"'{export_dir}' has a stem timm alone cannot build (small-image stem or no stem "
             "max-pool), so timm.create_model('hf-hub:...') would refuse it; share the export "

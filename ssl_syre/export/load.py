@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from ssl_syre.backbones import apply_custom_stem
+from ssl_syre.backbones import apply_custom_stem, custom_stem
 from ssl_syre.errors import UserError
 
 if TYPE_CHECKING:
@@ -93,6 +93,15 @@ def read_export_config(export_dir: str | Path) -> dict[str, Any]:
     return config
 
 
+def exported_stem(model_args: dict[str, Any], section: dict[str, Any]) -> dict[str, bool]:
+    """The export's stems timm cannot express (`custom_stem`), from its model arguments or,
+    for exports written before they carried them, its `ssl_syre` section."""
+    return custom_stem(
+        bool(model_args.get("small_image_stem") or section.get("small_image_stem")),
+        bool(model_args.get("stem_max_pool", True) and section.get("stem_max_pool", True)),
+    )
+
+
 def load_backbone(export_dir: str | Path) -> nn.Module:
     """Rebuild an exported backbone, including stems timm cannot express (`custom_stem`).
 
@@ -121,14 +130,12 @@ def load_backbone(export_dir: str | Path) -> nn.Module:
     section = config.get(EXPORT_KEY, {})
     if not isinstance(model_args, dict) or not isinstance(section, dict):
         raise UserError(f"'{export_dir / 'config.json'}' is malformed; re-export the checkpoint")
-    model_args = dict(model_args)
-    model_args.pop("num_classes", None)
-    small_image_stem = bool(model_args.pop("small_image_stem", False)) or bool(
-        section.get("small_image_stem")
-    )
-    stem_max_pool = bool(model_args.pop("stem_max_pool", True)) and bool(
-        section.get("stem_max_pool", True)
-    )
+    stem = exported_stem(model_args, section)
+    model_args = {
+        key: value
+        for key, value in model_args.items()
+        if key not in ("num_classes", "small_image_stem", "stem_max_pool")
+    }
     try:
         model = timm.create_model(
             config["architecture"],
@@ -143,7 +150,7 @@ def load_backbone(export_dir: str | Path) -> nn.Module:
             f"'{export_dir / 'config.json'}' describes it ({str(error).splitlines()[0][:160]}); "
             "use the timm version that trained it, or re-export the checkpoint"
         ) from None
-    apply_custom_stem(model, small_image_stem, stem_max_pool)
+    apply_custom_stem(model, **stem)
     try:
         state_dict = load_file(str(weights))
     except Exception as error:  # safetensors' SafetensorError: truncated, empty, not safetensors

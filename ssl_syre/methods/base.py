@@ -95,8 +95,8 @@ class SSLMethod(pl.LightningModule):
         self.backbone = create_backbone(
             cfg.backbone.name, in_chans=info.in_chans, **backbone_kwargs
         )
-        # The image size first: a ViT that cannot cut the images is the more basic mistake
-        # than a ResNet stem setting (the quick start's stem_max_pool=false) it does not have.
+        # The image size first: a ViT that cannot cut the images is a more basic mistake than
+        # a ResNet stem setting on it (small_image_stem=true refuses a backbone without one).
         check_input_size(self.backbone, cfg.backbone.name, info.image_size)
         apply_custom_stem(self.backbone, cfg.backbone.small_image_stem, cfg.backbone.stem_max_pool)
         if cfg.backbone.channels_last:
