@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import timm
+import torch
 from timm.layers import PatchEmbed
 from torch import nn
 
@@ -47,6 +48,20 @@ def drop_stem_max_pool(model: nn.Module) -> nn.Module:
     if hasattr(model, "maxpool"):
         model.maxpool = nn.Identity()
     return model
+
+
+def has_stem_max_pool(name: str, kwargs: dict[str, Any] | None = None) -> bool:
+    """Whether timm's `name` has a stem max-pool (a ResNet) for `drop_stem_max_pool` to drop.
+
+    Built on the meta device (no memory, no weights), so the config can be checked before the
+    run; a model timm cannot build counts as having one, and the build itself then says why.
+    """
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False, num_classes=0, **(kwargs or {}))
+    except (RuntimeError, TypeError):  # unknown name or arguments: create_backbone says so
+        return True
+    return hasattr(model, "maxpool")
 
 
 def custom_stem(small_image_stem: bool = False, stem_max_pool: bool = True) -> dict[str, bool]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_syre.backbones import create_backbone
+from ssl_syre.backbones import create_backbone, has_stem_max_pool
 from ssl_syre.config import load_config
 from ssl_syre.data import data_info
 from ssl_syre.errors import UserError
@@ -88,3 +88,12 @@ def test_stem_max_pool_false_leaves_a_backbone_without_one_as_it_is() -> None:
     vit = create_backbone("test_vit", in_chans=1, stem_max_pool=False)
     assert not hasattr(vit, "maxpool")
     assert vit.state_dict().keys() == create_backbone("test_vit", in_chans=1).state_dict().keys()
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"), [("test_resnet", True), ("test_vit", False), ("no_such_model", True)]
+)
+def test_has_stem_max_pool_reads_the_architecture_without_building_weights(
+    name: str, expected: bool
+) -> None:
+    assert has_stem_max_pool(name) is expected

@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from ssl_syre.backbones import custom_stem
+from ssl_syre.backbones import custom_stem, has_stem_max_pool
 from ssl_syre.errors import UserError
 from ssl_syre.export import (
     EXPORT_KEY,
@@ -56,7 +56,11 @@ def check_push_settings(cfg: DictConfig) -> None:
     check_repo_id(repo, "export.push_to_hub")
     if not cfg.export.enabled:
         raise UserError("export.push_to_hub needs export.enabled=true: it pushes the export")
-    stem = custom_stem(cfg.backbone.small_image_stem, cfg.backbone.stem_max_pool)
+    # stem_max_pool=false changes nothing on a backbone without one (a ViT), as in the export.
+    stem_max_pool = bool(cfg.backbone.stem_max_pool) or not has_stem_max_pool(
+        cfg.backbone.name, OmegaConf.to_container(cfg.backbone.kwargs)
+    )
+    stem = custom_stem(cfg.backbone.small_image_stem, stem_max_pool)
     if stem:
         setting = ", ".join(f"backbone.{key}={str(value).lower()}" for key, value in stem.items())
         raise UserError(

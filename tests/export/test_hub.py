@@ -126,6 +126,9 @@ def test_config_checks_of_push_to_hub() -> None:
         load_config(None, ["export.push_to_hub=me/model", "backbone.small_image_stem=true"])
     with pytest.raises(UserError, match=r"this stem \(backbone.stem_max_pool=false\)"):
         load_config(None, ["export.push_to_hub=me/model", "backbone.stem_max_pool=false"])
+    # A ViT has no stem max-pool to drop: the quick start's stem setting does not stop its push.
+    vit = ["backbone.name=test_vit", "data.image_size=32", "backbone.stem_max_pool=false"]
+    assert load_config(None, ["export.push_to_hub=me/model", *vit]).backbone.stem_max_pool is False
     with pytest.raises(UserError, match="needs export.enabled=true"):
         load_config(None, ["export.push_to_hub=me/model", "export.enabled=false"])
     with pytest.raises(UserError, match="export.push_to_hub='nope' is not a Hub repository id"):
