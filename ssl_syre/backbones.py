@@ -64,17 +64,20 @@ def has_stem_max_pool(name: str, kwargs: dict[str, Any] | None = None) -> bool:
     return hasattr(model, "maxpool")
 
 
-def custom_stem(small_image_stem: bool = False, stem_max_pool: bool = True) -> dict[str, bool]:
+def custom_stem(
+    small_image_stem: bool = False, stem_max_pool: bool = True, has_max_pool: bool = True
+) -> dict[str, bool]:
     """The stem settings that differ from timm's own stem, as export model arguments.
 
     timm does not know these keys, so `timm.create_model("local-dir:...")` refuses such an
     export ("unexpected keyword argument") rather than building the wrong stem silently; an
-    empty dict means timm alone rebuilds the backbone.
+    empty dict means timm alone rebuilds the backbone. `stem_max_pool=False` differs only on a
+    backbone that `has_max_pool` (not a ViT: `drop_stem_max_pool` leaves it as it is).
     """
     args: dict[str, bool] = {}
     if small_image_stem:
         args["small_image_stem"] = True
-    if not stem_max_pool:
+    if not stem_max_pool and has_max_pool:
         args["stem_max_pool"] = False
     return args
 

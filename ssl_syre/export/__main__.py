@@ -7,7 +7,7 @@ from pathlib import Path
 
 import ssl_syre.export
 from ssl_syre.errors import run_cli
-from ssl_syre.export import EXPORT_KEY, export_checkpoint, read_export_config
+from ssl_syre.export import export_checkpoint, read_export_config
 from ssl_syre.export.hub import export_and_push
 from ssl_syre.export.load import exported_stem
 from ssl_syre.training.run_dir import last_checkpoint
@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
         checkpoint = last_checkpoint(checkpoint)
     out = export_checkpoint(checkpoint, args.out)
     config = read_export_config(out)
-    if exported_stem(config.get("model_args") or {}, config[EXPORT_KEY]):
+    if exported_stem(config):
         how = f"ssl_syre.export.load_backbone('{out}') (timm alone cannot build its stem)"
     else:
         how = f"timm.create_model('local-dir:{out}', pretrained=True)"

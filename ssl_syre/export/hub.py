@@ -56,11 +56,14 @@ def check_push_settings(cfg: DictConfig) -> None:
     check_repo_id(repo, "export.push_to_hub")
     if not cfg.export.enabled:
         raise UserError("export.push_to_hub needs export.enabled=true: it pushes the export")
-    # stem_max_pool=false changes nothing on a backbone without one (a ViT), as in the export.
-    stem_max_pool = bool(cfg.backbone.stem_max_pool) or not has_stem_max_pool(
-        cfg.backbone.name, OmegaConf.to_container(cfg.backbone.kwargs)
+    backbone = cfg.backbone
+    stem = custom_stem(
+        backbone.small_image_stem,
+        backbone.stem_max_pool,
+        # The meta-device build only where it matters (stem_max_pool=false).
+        has_max_pool=backbone.stem_max_pool
+        or has_stem_max_pool(backbone.name, OmegaConf.to_container(backbone.kwargs)),
     )
-    stem = custom_stem(cfg.backbone.small_image_stem, stem_max_pool)
     if stem:
         setting = ", ".join(f"backbone.{key}={str(value).lower()}" for key, value in stem.items())
         raise UserError(
@@ -191,16 +194,14 @@ def push_export(export_dir: str | Path, repo_id: str, private: bool = False) -> 
     export_dir = Path(export_dir)
     check_repo_id(repo_id, "--push-to-hub")
     config = read_export_config(export_dir)
-    model_args = dict(config.get("model_args") or {})
-    section = config.get(EXPORT_KEY, {})
-    if exported_stem(model_args, section):
+    if exported_stem(config):
         raise UserError(
             f"'{export_dir}' has a stem timm alone cannot build (small-image stem or no stem "
             "max-pool), so timm.create_model('hf-hub:...') would refuse it; share the export "
             "folder instead"
         )
     backbone = load_backbone(export_dir)
-    return push_backbone(backbone, repo_id, config, section, export_dir, private)
+    return push_backbone(backbone, repo_id, config, config.get(EXPORT_KEY, {}), export_dir, private)
 
 
 def export_and_push(path: Path, out: str | None, repo_id: str, private: bool) -> str:

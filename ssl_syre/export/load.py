@@ -93,9 +93,11 @@ def read_export_config(export_dir: str | Path) -> dict[str, Any]:
     return config
 
 
-def exported_stem(model_args: dict[str, Any], section: dict[str, Any]) -> dict[str, bool]:
-    """The export's stems timm cannot express (`custom_stem`), from its model arguments or,
-    for exports written before they carried them, its `ssl_syre` section."""
+def exported_stem(config: dict[str, Any]) -> dict[str, bool]:
+    """The stems timm cannot express (`custom_stem`) of an export's config.json, from its model
+    arguments or, for exports written before they carried them, its `ssl_syre` section."""
+    model_args = config.get("model_args") or {}
+    section = config.get(EXPORT_KEY) or {}
     return custom_stem(
         bool(model_args.get("small_image_stem") or section.get("small_image_stem")),
         bool(model_args.get("stem_max_pool", True) and section.get("stem_max_pool", True)),
@@ -130,7 +132,7 @@ def load_backbone(export_dir: str | Path) -> nn.Module:
     section = config.get(EXPORT_KEY, {})
     if not isinstance(model_args, dict) or not isinstance(section, dict):
         raise UserError(f"'{export_dir / 'config.json'}' is malformed; re-export the checkpoint")
-    stem = exported_stem(model_args, section)
+    stem = exported_stem(config)
     model_args = {
         key: value
         for key, value in model_args.items()

@@ -56,14 +56,14 @@ def export_backbone(
         "crop_mode": "center",
     }
     small_image_stem = bool(cfg.backbone.small_image_stem)
-    # stem_max_pool=false changes only backbones that have a stem max-pool (not ViTs).
-    stem_max_pool = bool(cfg.backbone.stem_max_pool) or not hasattr(backbone, "maxpool")
-    stem = custom_stem(small_image_stem, stem_max_pool)
+    stem = custom_stem(
+        small_image_stem, cfg.backbone.stem_max_pool, has_max_pool=hasattr(backbone, "maxpool")
+    )
     section = {
         "method": cfg.method,
         "backbone": cfg.backbone.name,
         "small_image_stem": small_image_stem,
-        "stem_max_pool": stem_max_pool,
+        "stem_max_pool": "stem_max_pool" not in stem,  # false only where a pool was dropped
         "in_chans": info.in_chans,
         "syre": OmegaConf.to_container(cfg.syre, resolve=True),
         # The whole data section (root, subsets, ...) so that eval/knn.py can rebuild the
